@@ -1,0 +1,30 @@
+//! Compiles `proto/` with a pure-Rust protobuf compiler (`protox`), so a fresh machine builds
+//! with `cargo` alone: no system `protoc` needed.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/atomix/primitive/primitive.proto",
+        "proto/atomix/primitive/meta/timestamp.proto",
+        "proto/atomix/primitive/election/election.proto",
+    ];
+    println!("cargo:rerun-if-changed=proto");
+
+    let fds = protox::compile(files, ["proto"])?;
+
+    // Server reflection serves this set, so `grpcurl list` works without local .proto files.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("electiond_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Decode errors (for example a non-UTF-8 string) become INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::grpc::codec::ProtoCodec")
+        .compile_fds(fds)?;
+    Ok(())
+}

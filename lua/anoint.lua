@@ -1,0 +1,18 @@
+-- anoint.lua: moves a candidate to the front, making it leader.
+-- KEYS, ARGV[1..4]: see prelude.lua. ARGV[5]: the candidate.
+-- Returns { "ok" | "not_candidate", term }.
+local candidate = ARGV[5]
+local s = load()
+local old = leader(s)
+local changed = expire(s)
+refresh(caller, true)
+local i = index_of(s.c, candidate)
+if not i then
+  return finish(s, old, changed, 'not_candidate')
+end
+if i > 1 then
+  table.remove(s.c, i)
+  table.insert(s.c, 1, candidate)
+  changed = true
+end
+return finish(s, old, changed, 'ok')

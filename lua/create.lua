@@ -1,0 +1,9 @@
+-- create.lua: makes the election exist (PrimitiveService.Create); idempotent, no event.
+-- KEYS, ARGV[1..4]: see prelude.lua.
+-- Returns { "ok", term }.
+local s, exists = load()
+if not exists then
+  s.rev = next_rev(s)
+  redis.call('SET', term_key, encode(s))
+end
+return { 'ok', encode(s) }

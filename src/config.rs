@@ -1,0 +1,172 @@
+//! Typed settings: embedded defaults, then an optional TOML file, then `ELECTION_*` environment
+//! variables (each layer overrides the one before).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `electiond` can be configured with. See the README for the table of variables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// gRPC listen address (`ELECTION_LISTEN_ADDR`).
+    pub listen_addr: SocketAddr,
+    /// Redis URL (`ELECTION_REDIS_URL`), e.g. `redis://127.0.0.1:6379/0`. When empty, a private
+    /// `redis-server` is started on a free local port and stopped on exit.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Program started for the private Redis (`ELECTION_REDIS_SERVER_BIN`).
+    pub redis_server_bin: String,
+    /// Prefix of every Redis key and channel this service uses (`ELECTION_KEY_PREFIX`).
+    pub key_prefix: String,
+    /// Connections in the Redis command pool (`ELECTION_REDIS_POOL_SIZE`).
+    pub redis_pool_size: usize,
+    /// Upper bound for one Redis round trip, connection set-up included
+    /// (`ELECTION_REDIS_TIMEOUT_MS`). A call that would take longer fails with `UNAVAILABLE`.
+    pub redis_timeout_ms: u64,
+    /// Longest election name, in bytes (`ELECTION_MAX_NAME_BYTES`).
+    pub max_name_bytes: usize,
+    /// Longest client or candidate id, in bytes (`ELECTION_MAX_ID_BYTES`).
+    pub max_id_bytes: usize,
+    /// Most candidates one election may hold (`ELECTION_MAX_CANDIDATES`).
+    pub max_candidates: usize,
+    /// Candidate lease, in milliseconds; 0 turns expiry off (`ELECTION_LEASE_TTL_MS`).
+    pub lease_ttl_ms: u64,
+    /// `text` or `json` (`ELECTION_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// Default log filter when `RUST_LOG` is unset (`ELECTION_LOG_LEVEL`).
+    pub log_level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+const DEFAULTS: &str = r#"
+listen_addr = "0.0.0.0:5678"
+redis_server_bin = "redis-server"
+key_prefix = "electiond"
+redis_pool_size = 16
+redis_timeout_ms = 1000
+max_name_bytes = 1024
+max_id_bytes = 1024
+max_candidates = 10000
+lease_ttl_ms = 10000
+log_format = "text"
+log_level = "info"
+"#;
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or a value has the wrong type.
+    #[error(transparent)]
+    Load(#[from] config::ConfigError),
+    /// A value has the right type but makes no sense.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The setting's name.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl Settings {
+    /// Loads defaults, then the file named by `ELECTION_CONFIG` (if set) or `electiond.toml`
+    /// (if present), then the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("ELECTION_CONFIG").ok();
+        let required = file.is_some();
+        let file = file.unwrap_or_else(|| "electiond.toml".to_owned());
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::with_name(&file).required(required))
+            .add_source(
+                config::Environment::with_prefix("ELECTION")
+                    .prefix_separator("_")
+                    .try_parsing(true),
+            )
+            .build()?;
+        let settings: Settings = raw.try_deserialize()?;
+        settings.validate()
+    }
+
+    /// The embedded defaults alone, with no file and no environment: what tests start from.
+    pub fn defaults() -> Self {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<Settings>());
+        match raw {
+            Ok(s) => s,
+            // The defaults are a constant of this file; a unit test proves they parse.
+            Err(e) => unreachable!("embedded defaults do not parse: {e}"),
+        }
+    }
+
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        if self
+            .redis_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            self.redis_url = None;
+        }
+        let invalid = |key, reason| Err(ConfigError::Invalid { key, reason });
+        if self.key_prefix.contains(['{', '}']) {
+            return invalid(
+                "key_prefix",
+                "must not contain '{' or '}' (they delimit the Redis Cluster hash tag)",
+            );
+        }
+        if self.redis_pool_size == 0 {
+            return invalid("redis_pool_size", "must be at least 1");
+        }
+        if self.redis_timeout_ms == 0 {
+            return invalid("redis_timeout_ms", "must be at least 1");
+        }
+        if self.max_name_bytes == 0 || self.max_id_bytes == 0 || self.max_candidates == 0 {
+            return invalid("max_*", "limits must be at least 1");
+        }
+        Ok(self)
+    }
+
+    /// [`Self::redis_timeout_ms`] as a duration.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let s = Settings::defaults().validate().expect("defaults are valid");
+        assert_eq!(s.listen_addr.port(), 5678);
+        assert_eq!(s.max_candidates, 10_000);
+        assert_eq!(s.lease_ttl_ms, 10_000);
+        assert!(s.redis_url.is_none());
+    }
+
+    #[test]
+    fn braces_in_prefix_are_rejected() {
+        let mut s = Settings::defaults();
+        s.key_prefix = "a{b".into();
+        assert!(matches!(
+            s.validate(),
+            Err(ConfigError::Invalid {
+                key: "key_prefix",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,216 @@
+//! `atomix.primitive.election.LeaderElectionService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{candidate, response_header, term_to_proto, unary, Target};
+use crate::election::{Term, ValidSnapshot};
+use crate::proto::atomix::primitive::election as epb;
+use crate::proto::atomix::primitive::election::leader_election_service_server::LeaderElectionService as Api;
+use crate::store::Op;
+use crate::AppState;
+
+/// Serves the election operations.
+#[derive(Debug, Clone)]
+pub struct ElectionService {
+    state: Arc<AppState>,
+}
+
+impl ElectionService {
+    /// A service over the replica's shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
+    async fn apply(&self, t: &Target, op: Op<'_>) -> Result<Option<epb::Term>, Status> {
+        let term: Term = self
+            .state
+            .store
+            .apply(&t.election, t.client.as_ref(), op)
+            .await?;
+        Ok(Some(term_to_proto(&term)))
+    }
+}
+
+/// The stream type of `Events`.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<epb::EventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Api for ElectionService {
+    async fn enter(
+        &self,
+        request: Request<epb::EnterRequest>,
+    ) -> Result<Response<epb::EnterResponse>, Status> {
+        let req = request.into_inner();
+        unary(&self.state, "Enter", req.header.as_ref(), |t| async move {
+            t.caller()?;
+            Ok(epb::EnterResponse {
+                header: response_header(false),
+                output: Some(epb::EnterOutput {
+                    term: self.apply(&t, Op::Enter).await?,
+                }),
+            })
+        })
+        .await
+    }
+
+    async fn withdraw(
+        &self,
+        request: Request<epb::WithdrawRequest>,
+    ) -> Result<Response<epb::WithdrawResponse>, Status> {
+        let req = request.into_inner();
+        unary(
+            &self.state,
+            "Withdraw",
+            req.header.as_ref(),
+            |t| async move {
+                t.caller()?;
+                Ok(epb::WithdrawResponse {
+                    header: response_header(false),
+                    output: Some(epb::WithdrawOutput {
+                        term: self.apply(&t, Op::Withdraw).await?,
+                    }),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn anoint(
+        &self,
+        request: Request<epb::AnointRequest>,
+    ) -> Result<Response<epb::AnointResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.input.as_ref().map(|i| i.candidate_id.as_str());
+        unary(&self.state, "Anoint", req.header.as_ref(), |t| async move {
+            let c = candidate(id, &self.state.limits)?;
+            Ok(epb::AnointResponse {
+                header: response_header(false),
+                output: Some(epb::AnointOutput {
+                    term: self.apply(&t, Op::Anoint(&c)).await?,
+                }),
+            })
+        })
+        .await
+    }
+
+    async fn promote(
+        &self,
+        request: Request<epb::PromoteRequest>,
+    ) -> Result<Response<epb::PromoteResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.input.as_ref().map(|i| i.candidate_id.as_str());
+        unary(
+            &self.state,
+            "Promote",
+            req.header.as_ref(),
+            |t| async move {
+                let c = candidate(id, &self.state.limits)?;
+                Ok(epb::PromoteResponse {
+                    header: response_header(false),
+                    output: Some(epb::PromoteOutput {
+                        term: self.apply(&t, Op::Promote(&c)).await?,
+                    }),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn evict(
+        &self,
+        request: Request<epb::EvictRequest>,
+    ) -> Result<Response<epb::EvictResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.input.as_ref().map(|i| i.candidate_id.as_str());
+        unary(&self.state, "Evict", req.header.as_ref(), |t| async move {
+            let c = candidate(id, &self.state.limits)?;
+            Ok(epb::EvictResponse {
+                header: response_header(false),
+                output: Some(epb::EvictOutput {
+                    term: self.apply(&t, Op::Evict(&c)).await?,
+                }),
+            })
+        })
+        .await
+    }
+
+    async fn get_term(
+        &self,
+        request: Request<epb::GetTermRequest>,
+    ) -> Result<Response<epb::GetTermResponse>, Status> {
+        let req = request.into_inner();
+        unary(
+            &self.state,
+            "GetTerm",
+            req.header.as_ref(),
+            |t| async move {
+                Ok(epb::GetTermResponse {
+                    header: response_header(false),
+                    output: Some(epb::GetTermOutput {
+                        term: self.apply(&t, Op::GetTerm).await?,
+                    }),
+                })
+            },
+        )
+        .await
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        _request: Request<epb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented("Events is not implemented yet"))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<epb::SnapshotRequest>,
+    ) -> Result<Response<epb::SnapshotResponse>, Status> {
+        let req = request.into_inner();
+        unary(
+            &self.state,
+            "Snapshot",
+            req.header.as_ref(),
+            |t| async move {
+                Ok(epb::SnapshotResponse {
+                    header: response_header(false),
+                    snapshot: Some(epb::Snapshot {
+                        term: self.apply(&t, Op::GetTerm).await?,
+                    }),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn restore(
+        &self,
+        request: Request<epb::RestoreRequest>,
+    ) -> Result<Response<epb::RestoreResponse>, Status> {
+        let req = request.into_inner();
+        let term = req.snapshot.as_ref().and_then(|s| s.term.as_ref());
+        unary(
+            &self.state,
+            "Restore",
+            req.header.as_ref(),
+            |t| async move {
+                let term =
+                    term.ok_or_else(|| Status::invalid_argument("snapshot.term is missing"))?;
+                let id = term.id.as_ref().map_or(0, |e| e.value);
+                let snap =
+                    ValidSnapshot::parse(id, &term.leader, &term.candidates, &self.state.limits)?;
+                self.apply(&t, Op::Restore(&snap)).await?;
+                Ok(epb::RestoreResponse {
+                    header: response_header(false),
+                })
+            },
+        )
+        .await
+    }
+}

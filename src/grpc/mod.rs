@@ -1,0 +1,131 @@
+//! The wire layer: tonic services, and the conversion between protobuf messages and domain
+//! types. Bad input stops here, before anything reaches Redis.
+
+pub mod codec;
+mod election;
+mod primitive;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::{Response, Status};
+use tracing::{field, Instrument};
+
+pub use election::ElectionService;
+pub use primitive::PrimitiveService;
+
+use crate::election::{ElectionName, Limits, MemberId, Rejection, Term};
+use crate::proto::atomix::primitive as pb;
+use crate::proto::atomix::primitive::election as epb;
+use crate::AppState;
+
+/// Who a request names: the election, and the caller when it gave a client id.
+pub(crate) struct Target {
+    pub election: ElectionName,
+    pub client: Option<MemberId>,
+}
+
+impl Target {
+    /// The caller, for operations that act on it (Enter, Withdraw, Close).
+    fn caller(&self) -> Result<&MemberId, Rejection> {
+        self.client
+            .as_ref()
+            .ok_or(Rejection::Empty("client id (header.client_id)"))
+    }
+}
+
+/// Validates a request header into a [`Target`].
+fn target(header: Option<&pb::RequestHeader>, limits: &Limits) -> Result<Target, Rejection> {
+    let header =
+        header.ok_or_else(|| Rejection::Invalid("request header is missing".to_owned()))?;
+    let (kind, name) = header
+        .primitive_id
+        .as_ref()
+        .map_or(("", ""), |p| (p.r#type.as_str(), p.name.as_str()));
+    if !(kind.is_empty() || kind.eq_ignore_ascii_case("election")) {
+        return Err(Rejection::Invalid(format!(
+            "primitive type {kind:?} is not served here; use \"Election\" or leave it empty"
+        )));
+    }
+    let election = ElectionName::parse(name, limits)?;
+    let client = match header.client_id.as_str() {
+        "" => None,
+        id => Some(MemberId::parse(id, "client id (header.client_id)", limits)?),
+    };
+    Ok(Target { election, client })
+}
+
+/// A candidate named in an input message.
+fn candidate(id: Option<&str>, limits: &Limits) -> Result<MemberId, Rejection> {
+    MemberId::parse(
+        id.unwrap_or(""),
+        "candidate id (input.candidate_id)",
+        limits,
+    )
+}
+
+/// Runs one unary call in its own span (method, election, client), after validating its
+/// header; failures are logged at debug, with causes of server-side ones logged where they are
+/// mapped.
+async fn unary<R, F, Fut>(
+    state: &Arc<AppState>,
+    method: &'static str,
+    header: Option<&pb::RequestHeader>,
+    body: F,
+) -> Result<Response<R>, Status>
+where
+    F: FnOnce(Target) -> Fut,
+    Fut: Future<Output = Result<R, Status>>,
+{
+    let span = tracing::info_span!(
+        "rpc",
+        method,
+        election = field::Empty,
+        client = field::Empty
+    );
+    let parsed = target(header, &state.limits);
+    async move {
+        let span = tracing::Span::current();
+        let result = match parsed {
+            Ok(t) => {
+                span.record("election", t.election.as_str());
+                if let Some(c) = &t.client {
+                    span.record("client", c.as_str());
+                }
+                body(t).await
+            }
+            Err(r) => Err(r.into()),
+        };
+        if let Err(s) = &result {
+            tracing::debug!(code = ?s.code(), message = s.message(), "call failed");
+        }
+        result.map(Response::new)
+    }
+    .instrument(span)
+    .await
+}
+
+fn response_header(stream: bool) -> Option<pb::ResponseHeader> {
+    let response_type = if stream {
+        pb::ResponseType::ResponseStream
+    } else {
+        pb::ResponseType::Response
+    };
+    Some(pb::ResponseHeader {
+        response_type: response_type as i32,
+    })
+}
+
+/// A domain term on the wire.
+pub(crate) fn term_to_proto(t: &Term) -> epb::Term {
+    epb::Term {
+        id: Some(pb::meta::Epoch { value: t.id }),
+        timestamp: t.timestamp.map(|ts| prost_types::Timestamp {
+            seconds: ts.seconds,
+            nanos: ts.nanos,
+        }),
+        leader: t.leader().to_owned(),
+        candidates: t.candidates.clone(),
+    }
+}

@@ -1,0 +1,202 @@
+//! `electiond`: the Atomix `LeaderElectionService` served by stateless replicas, every election
+//! kept in Redis and every operation one atomic Lua script.
+//!
+//! [`run`] starts a replica on a bound listener; `main` and the tests both go through it.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod election;
+pub mod grpc;
+pub mod local_redis;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::config::Settings;
+use crate::election::Limits;
+use crate::local_redis::{LocalRedis, LocalRedisError};
+use crate::store::{Store, StoreConfig, StoreError};
+
+/// The generated protobuf and gRPC code.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    /// `atomix.primitive`
+    pub mod atomix {
+        pub mod primitive {
+            tonic::include_proto!("atomix.primitive");
+            pub mod meta {
+                tonic::include_proto!("atomix.primitive.meta");
+            }
+            pub mod election {
+                tonic::include_proto!("atomix.primitive.election");
+            }
+        }
+    }
+
+    /// Every file of the schema, encoded, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/electiond_descriptor.bin"));
+}
+
+/// What every handler of one replica shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The Redis store.
+    pub store: Store,
+    /// Size limits for names, ids and candidate lists.
+    pub limits: Limits,
+}
+
+/// Why a replica could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The private Redis could not be started.
+    #[error(transparent)]
+    LocalRedis(#[from] LocalRedisError),
+    /// The Redis settings are unusable.
+    #[error("redis settings: {0}")]
+    Store(#[from] StoreError),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not load the schema.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// How often health re-checks Redis.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Serves one replica on `listener` until `shutdown` completes.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let mut local = None;
+    let url = match &settings.redis_url {
+        Some(url) => url.clone(),
+        None => {
+            let redis = LocalRedis::start(&settings.redis_server_bin).await?;
+            tracing::warn!(
+                url = %redis.url(),
+                "no Redis configured (ELECTION_REDIS_URL): started a private redis-server; \
+                 elections are not persisted and other replicas cannot share them"
+            );
+            let url = redis.url();
+            local = Some(redis);
+            url
+        }
+    };
+    let store = Store::new(&StoreConfig {
+        url,
+        key_prefix: settings.key_prefix.clone(),
+        pool_size: settings.redis_pool_size,
+        timeout: settings.redis_timeout(),
+        lease_ttl_ms: settings.lease_ttl_ms,
+        max_candidates: settings.max_candidates,
+    })?;
+    let state = Arc::new(AppState {
+        store,
+        limits: Limits {
+            max_name_bytes: settings.max_name_bytes,
+            max_id_bytes: settings.max_id_bytes,
+            max_candidates: settings.max_candidates,
+        },
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(watch_health(state.clone(), reporter, stop_rx.clone()));
+    // Both reflection versions: older grpcurl and grpc_cli only speak v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    use proto::atomix::primitive::election::leader_election_service_server::LeaderElectionServiceServer;
+    use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
+    let served = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(LeaderElectionServiceServer::new(
+            grpc::ElectionService::new(state.clone()),
+        ))
+        .add_service(PrimitiveServiceServer::new(grpc::PrimitiveService::new(
+            state.clone(),
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+
+    let _ = health_task.await;
+    if let Some(redis) = local {
+        redis.stop().await;
+        tracing::info!("private redis-server stopped");
+    }
+    served?;
+    Ok(())
+}
+
+/// Keeps gRPC health in step with Redis: SERVING while it answers, NOT_SERVING otherwise.
+async fn watch_health(
+    state: Arc<AppState>,
+    reporter: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    use proto::atomix::primitive::election::leader_election_service_server::LeaderElectionServiceServer;
+    use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
+    let mut last = None;
+    loop {
+        let status = match state.store.ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(e) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(error = %e, "redis does not answer: health is NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            if status == ServingStatus::Serving && last.is_some() {
+                tracing::info!("redis answers again: health is SERVING");
+            }
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status(
+                    <LeaderElectionServiceServer<grpc::ElectionService> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+            reporter
+                .set_service_status(
+                    <PrimitiveServiceServer<grpc::PrimitiveService> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+            last = Some(status);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+}

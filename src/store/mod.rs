@@ -1,0 +1,291 @@
+//! Redis storage: the connection pool, the scripts, key names, and decoding of stored terms.
+//! Every operation is exactly one script execution; nothing is read, changed in Rust and
+//! written back.
+
+mod keys;
+mod scripts;
+
+use std::time::Duration;
+
+use deadpool_redis::{Pool, Runtime};
+use redis::AsyncConnectionConfig;
+use serde::Deserialize;
+
+pub use keys::{ElectionKeys, Keys};
+pub use scripts::Scripts;
+
+use crate::election::{ElectionName, MemberId, Rejection, Term, Timestamp, ValidSnapshot};
+
+/// What went wrong talking to Redis (rejections of the request itself are carried too, since
+/// some are only known inside the script).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request breaks a rule of the election; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No connection could be had from the pool.
+    #[error("redis connection pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    /// Redis did not answer within the configured timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis holds or returned something this service did not write.
+    #[error("unexpected data from redis: {0}")]
+    Corrupt(String),
+}
+
+/// One operation on one election.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// The caller joins.
+    Enter,
+    /// The caller leaves (Withdraw and Close).
+    Withdraw,
+    /// The candidate becomes leader.
+    Anoint(&'a MemberId),
+    /// The candidate moves one place up.
+    Promote(&'a MemberId),
+    /// The candidate is removed.
+    Evict(&'a MemberId),
+    /// The current term (GetTerm, Snapshot).
+    GetTerm,
+    /// Replace the state with a snapshot's.
+    Restore(&'a ValidSnapshot),
+    /// Make the election exist.
+    Create,
+    /// Wipe the election.
+    Delete,
+}
+
+/// Settings the store needs.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `redis://` URL.
+    pub url: String,
+    /// Key and channel prefix.
+    pub key_prefix: String,
+    /// Pooled command connections.
+    pub pool_size: usize,
+    /// Bound on one round trip, connecting included.
+    pub timeout: Duration,
+    /// Lease TTL in ms, 0 = off.
+    pub lease_ttl_ms: u64,
+    /// Most candidates per election.
+    pub max_candidates: usize,
+}
+
+/// The election store: cheap to clone, shared by every gRPC handler of a replica.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    client: redis::Client,
+    scripts: std::sync::Arc<Scripts>,
+    keys: Keys,
+    timeout: Duration,
+    lease_ttl_ms: u64,
+    max_candidates: usize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).finish()
+    }
+}
+
+/// The stored form of a term (see `lua/prelude.lua`).
+#[derive(Debug, Deserialize)]
+struct StoredTerm {
+    id: u64,
+    rev: u64,
+    ts: i64,
+    tsn: i32,
+    c: Vec<String>,
+}
+
+/// Decodes a term as the scripts store and publish it.
+pub fn decode_term(raw: &[u8]) -> Result<Term, StoreError> {
+    let s: StoredTerm = serde_json::from_slice(raw)
+        .map_err(|e| StoreError::Corrupt(format!("stored term does not parse: {e}")))?;
+    let timestamp = (s.ts != 0 || s.tsn != 0).then_some(Timestamp {
+        seconds: s.ts,
+        nanos: s.tsn,
+    });
+    Ok(Term {
+        id: s.id,
+        timestamp,
+        candidates: s.c,
+        revision: s.rev,
+    })
+}
+
+impl Store {
+    /// Creates the pool; no connection is made until the first operation.
+    pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout));
+        let manager = deadpool_redis::Manager::new_with_config(config.url.as_str(), conn_config)?;
+        let client = redis::Client::open(config.url.as_str())?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Corrupt(format!("cannot build the redis pool: {e}")))?;
+        Ok(Self {
+            pool,
+            client,
+            scripts: std::sync::Arc::new(Scripts::new()),
+            keys: Keys::new(&config.key_prefix),
+            timeout: config.timeout,
+            lease_ttl_ms: config.lease_ttl_ms,
+            max_candidates: config.max_candidates,
+        })
+    }
+
+    /// Key and channel names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A client for connections outside the pool (the pub/sub subscriber).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The bound on one Redis round trip.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `op` on `election` as one script; `caller` is the request's client id, if any.
+    /// Returns the term after the operation.
+    pub async fn apply(
+        &self,
+        election: &ElectionName,
+        caller: Option<&MemberId>,
+        op: Op<'_>,
+    ) -> Result<Term, StoreError> {
+        let keys = self.keys.election(election);
+        let s = &self.scripts;
+        let script = match op {
+            Op::Enter => &s.enter,
+            Op::Withdraw => &s.withdraw,
+            Op::Anoint(_) => &s.anoint,
+            Op::Promote(_) => &s.promote,
+            Op::Evict(_) => &s.evict,
+            Op::GetTerm => &s.get_term,
+            Op::Restore(_) => &s.restore,
+            Op::Create => &s.create,
+            Op::Delete => &s.delete,
+        };
+        let mut inv = script.prepare_invoke();
+        inv.key(&keys.term)
+            .key(&keys.leases)
+            .arg(&keys.channel)
+            .arg(self.lease_ttl_ms)
+            .arg(self.max_candidates)
+            .arg(caller.map_or("", MemberId::as_str));
+        match op {
+            Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
+                inv.arg(c.as_str());
+            }
+            Op::Restore(snap) => {
+                inv.arg(snap.id);
+                for c in &snap.candidates {
+                    inv.arg(c.as_str());
+                }
+            }
+            _ => {}
+        }
+        let (status, raw): (String, Vec<u8>) = self
+            .bounded(async {
+                let mut conn = self.pool.get().await?;
+                Ok(inv.invoke_async(&mut *conn).await?)
+            })
+            .await?;
+        match status.as_str() {
+            "ok" => decode_term(&raw),
+            "not_candidate" => {
+                let c = match op {
+                    Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => c.as_str(),
+                    _ => "",
+                };
+                Err(Rejection::NotCandidate(c.to_owned()).into())
+            }
+            "too_many" => Err(Rejection::TooManyCandidates {
+                limit: self.max_candidates,
+            }
+            .into()),
+            "not_found" => Err(Rejection::NotFound(election.as_str().to_owned()).into()),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown script status {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads an election's term without running any rule (no expiry, no lease refresh): what
+    /// the event subscriber uses to catch up after a reconnect.
+    pub async fn read(&self, election: &ElectionName) -> Result<Term, StoreError> {
+        let key = self.keys.election(election).term;
+        let raw: Option<Vec<u8>> = self
+            .bounded(async {
+                let mut conn = self.pool.get().await?;
+                Ok(redis::cmd("GET").arg(&key).query_async(&mut *conn).await?)
+            })
+            .await?;
+        match raw {
+            Some(raw) => decode_term(&raw),
+            None => Ok(Term {
+                id: 0,
+                timestamp: None,
+                candidates: Vec::new(),
+                revision: 0,
+            }),
+        }
+    }
+
+    /// One round trip to check that Redis answers (health).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.pool.get().await?;
+            let _: String = redis::cmd("PING").query_async(&mut *conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_terms_decode() {
+        let t = decode_term(br#"{"id":3,"rev":17,"ts":1700000000,"tsn":5000,"c":["a","b"]}"#)
+            .expect("decodes");
+        assert_eq!(t.id, 3);
+        assert_eq!(t.revision, 17);
+        assert_eq!(t.leader(), "a");
+        assert_eq!(t.timestamp.map(|t| t.nanos), Some(5000));
+        let empty = decode_term(br#"{"id":0,"rev":1,"ts":0,"tsn":0,"c":[]}"#).expect("decodes");
+        assert_eq!(empty.leader(), "");
+        assert!(empty.timestamp.is_none());
+        assert!(decode_term(b"{}").is_err());
+    }
+}

@@ -1,0 +1,409 @@
+//! Test harness: real `redis-server` processes on free ports, real replicas served over real
+//! gRPC on `127.0.0.1:0`, and a small client that speaks the wire API.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use electiond::config::Settings;
+use electiond::proto::atomix::primitive as pb;
+use electiond::proto::atomix::primitive::election as epb;
+use electiond::proto::atomix::primitive::election::leader_election_service_client::LeaderElectionServiceClient;
+use electiond::proto::atomix::primitive::primitive_service_client::PrimitiveServiceClient;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// A `redis-server` owned by one test; killed when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    persistent: bool,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl RedisServer {
+    /// A Redis that keeps nothing on disk.
+    pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A Redis with an append-only file (fsync always), so a restart keeps its data.
+    pub async fn start_persistent() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("electiond-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+            persistent,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", ""]);
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is on PATH");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        match client.get_multiplexed_async_connection().await {
+            Ok(mut c) => redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (no clean shutdown, like a crash).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (with its data when persistent).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn().await;
+    }
+
+    /// A plain connection for inspecting what the service stored.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `electiond` replica served on a free port.
+pub struct Replica {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), electiond::RunError>>>,
+}
+
+/// Settings for a replica on `redis`: test defaults plus whatever `tweak` changes.
+pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.redis_url = Some(redis.url());
+    s.key_prefix = prefix.to_owned();
+    s.listen_addr = "127.0.0.1:0".parse().expect("addr");
+    s.redis_timeout_ms = 500;
+    s.lease_ttl_ms = 0;
+    s
+}
+
+impl Replica {
+    pub async fn start(settings: Settings) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(electiond::run(settings, listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the replica and waits for `run` to return.
+    pub async fn shutdown(mut self) -> Result<(), electiond::RunError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.expect("run task did not panic"),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn client(&self, election: &str, client_id: &str) -> Client {
+        Client::connect(self.addr, election, client_id).await
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A gRPC client acting as one `client_id` on one election.
+#[derive(Clone)]
+pub struct Client {
+    pub election: String,
+    pub client_id: String,
+    pub svc: LeaderElectionServiceClient<Channel>,
+    pub prim: PrimitiveServiceClient<Channel>,
+}
+
+/// The parts of a term the tests compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct T {
+    pub id: u64,
+    pub leader: String,
+    pub candidates: Vec<String>,
+    pub has_timestamp: bool,
+    pub timestamp: Option<(i64, i32)>,
+}
+
+impl T {
+    pub fn from(term: Option<epb::Term>) -> Self {
+        let term = term.expect("response carries a term");
+        let timestamp = term.timestamp.map(|t| (t.seconds, t.nanos));
+        T {
+            id: term.id.map_or(0, |e| e.value),
+            leader: term.leader,
+            candidates: term.candidates,
+            has_timestamp: timestamp.is_some(),
+            timestamp,
+        }
+    }
+
+    /// Just (id, leader, candidates), for compact assertions.
+    pub fn brief(&self) -> (u64, &str, Vec<&str>) {
+        (
+            self.id,
+            self.leader.as_str(),
+            self.candidates.iter().map(String::as_str).collect(),
+        )
+    }
+}
+
+pub fn header(election: &str, client_id: &str) -> Option<pb::RequestHeader> {
+    Some(pb::RequestHeader {
+        client_id: client_id.to_owned(),
+        primitive_id: Some(pb::PrimitiveId {
+            r#type: "Election".to_owned(),
+            name: election.to_owned(),
+        }),
+        request_id: 0,
+        request_type: 0,
+    })
+}
+
+/// A gRPC channel to a replica.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to replica")
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, election: &str, client_id: &str) -> Self {
+        let channel = channel(addr).await;
+        Self {
+            election: election.to_owned(),
+            client_id: client_id.to_owned(),
+            svc: LeaderElectionServiceClient::new(channel.clone()),
+            prim: PrimitiveServiceClient::new(channel),
+        }
+    }
+
+    /// The same connection, acting as another client or on another election.
+    pub fn acting_as(&self, election: &str, client_id: &str) -> Self {
+        Self {
+            election: election.to_owned(),
+            client_id: client_id.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    fn h(&self) -> Option<pb::RequestHeader> {
+        header(&self.election, &self.client_id)
+    }
+
+    pub async fn enter(&mut self) -> Result<T, Status> {
+        let r = epb::EnterRequest {
+            header: self.h(),
+            input: Some(epb::EnterInput {}),
+        };
+        let out = self.svc.enter(r).await?.into_inner().output;
+        Ok(T::from(out.and_then(|o| o.term)))
+    }
+
+    pub async fn withdraw(&mut self) -> Result<T, Status> {
+        let r = epb::WithdrawRequest {
+            header: self.h(),
+            input: Some(epb::WithdrawInput {}),
+        };
+        let out = self.svc.withdraw(r).await?.into_inner().output;
+        Ok(T::from(out.and_then(|o| o.term)))
+    }
+
+    pub async fn anoint(&mut self, candidate: &str) -> Result<T, Status> {
+        let r = epb::AnointRequest {
+            header: self.h(),
+            input: Some(epb::AnointInput {
+                candidate_id: candidate.to_owned(),
+            }),
+        };
+        let out = self.svc.anoint(r).await?.into_inner().output;
+        Ok(T::from(out.and_then(|o| o.term)))
+    }
+
+    pub async fn promote(&mut self, candidate: &str) -> Result<T, Status> {
+        let r = epb::PromoteRequest {
+            header: self.h(),
+            input: Some(epb::PromoteInput {
+                candidate_id: candidate.to_owned(),
+            }),
+        };
+        let out = self.svc.promote(r).await?.into_inner().output;
+        Ok(T::from(out.and_then(|o| o.term)))
+    }
+
+    pub async fn evict(&mut self, candidate: &str) -> Result<T, Status> {
+        let r = epb::EvictRequest {
+            header: self.h(),
+            input: Some(epb::EvictInput {
+                candidate_id: candidate.to_owned(),
+            }),
+        };
+        let out = self.svc.evict(r).await?.into_inner().output;
+        Ok(T::from(out.and_then(|o| o.term)))
+    }
+
+    pub async fn get_term(&mut self) -> Result<T, Status> {
+        let r = epb::GetTermRequest {
+            header: self.h(),
+            input: Some(epb::GetTermInput {}),
+        };
+        let out = self.svc.get_term(r).await?.into_inner().output;
+        Ok(T::from(out.and_then(|o| o.term)))
+    }
+
+    pub async fn snapshot(&mut self) -> Result<epb::Snapshot, Status> {
+        let r = epb::SnapshotRequest { header: self.h() };
+        Ok(self
+            .svc
+            .snapshot(r)
+            .await?
+            .into_inner()
+            .snapshot
+            .expect("snapshot in response"))
+    }
+
+    pub async fn restore(
+        &mut self,
+        id: u64,
+        leader: &str,
+        candidates: &[&str],
+    ) -> Result<(), Status> {
+        let term = epb::Term {
+            id: Some(pb::meta::Epoch { value: id }),
+            timestamp: None,
+            leader: leader.to_owned(),
+            candidates: candidates.iter().map(|s| s.to_string()).collect(),
+        };
+        let r = epb::RestoreRequest {
+            header: self.h(),
+            snapshot: Some(epb::Snapshot { term: Some(term) }),
+        };
+        self.svc.restore(r).await?;
+        Ok(())
+    }
+
+    pub async fn create(&mut self) -> Result<(), Status> {
+        self.prim
+            .create(pb::CreateRequest { header: self.h() })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&mut self) -> Result<(), Status> {
+        self.prim
+            .close(pb::CloseRequest { header: self.h() })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&mut self) -> Result<(), Status> {
+        self.prim
+            .delete(pb::DeleteRequest { header: self.h() })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Asserts that `r` failed with `code` and returns its message.
+#[track_caller]
+pub fn expect_code<X: std::fmt::Debug>(r: Result<X, Status>, code: Code) -> String {
+    match r {
+        Ok(x) => panic!("expected {code:?}, got Ok({x:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "unexpected status: {s:?}");
+            s.message().to_owned()
+        }
+    }
+}
+
+/// A unique key prefix per test, so tests sharing nothing still never collide.
+pub fn prefix(test: &str) -> String {
+    format!("t-{test}")
+}

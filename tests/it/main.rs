@@ -1,0 +1,5 @@
+//! Integration tests: real redis-server processes, real replicas, real gRPC.
+
+mod harness;
+
+mod core;
