@@ -24,7 +24,7 @@ use tonic_health::ServingStatus;
 use crate::config::Settings;
 use crate::election::Limits;
 use crate::local_redis::{LocalRedis, LocalRedisError};
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::{Hub, Store, StoreConfig, StoreError};
 
 /// The generated protobuf and gRPC code.
 #[allow(missing_docs, clippy::all)]
@@ -54,6 +54,10 @@ pub struct AppState {
     pub store: Store,
     /// Size limits for names, ids and candidate lists.
     pub limits: Limits,
+    /// Fan-out of election changes to this replica's Events streams.
+    pub hub: Hub,
+    /// Turns true when the replica starts shutting down.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// Why a replica could not start or stopped with an error.
@@ -105,8 +109,12 @@ pub async fn run(
         lease_ttl_ms: settings.lease_ttl_ms,
         max_candidates: settings.max_candidates,
     })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let hub = Hub::start(store.clone(), stop_rx.clone());
     let state = Arc::new(AppState {
         store,
+        hub,
+        stop: stop_rx.clone(),
         limits: Limits {
             max_name_bytes: settings.max_name_bytes,
             max_id_bytes: settings.max_id_bytes,
@@ -114,7 +122,6 @@ pub async fn run(
         },
     });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(watch_health(state.clone(), reporter, stop_rx.clone()));
     // Both reflection versions: older grpcurl and grpc_cli only speak v1alpha.
@@ -193,7 +200,7 @@ async fn watch_health(
         }
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            _ = stop.wait_for(|s| *s) => break,
+            _ = store::stopped(&mut stop) => break,
         }
     }
     reporter

@@ -3,14 +3,15 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::{candidate, response_header, term_to_proto, unary, Target};
 use crate::election::{Term, ValidSnapshot};
 use crate::proto::atomix::primitive::election as epb;
 use crate::proto::atomix::primitive::election::leader_election_service_server::LeaderElectionService as Api;
-use crate::store::Op;
+use crate::store::{stopped, Op, Watcher};
 use crate::AppState;
 
 /// Serves the election operations.
@@ -33,6 +34,40 @@ impl ElectionService {
             .await?;
         Ok(Some(term_to_proto(&term)))
     }
+}
+
+/// The handshake, then one `CHANGED` per delivered state, until the client goes away (which
+/// drops the watcher and so releases the subscription) or the replica stops (`UNAVAILABLE`,
+/// so the client reconnects elsewhere).
+fn event_stream(watcher: Watcher, stop: watch::Receiver<bool>) -> EventStream {
+    let handshake = epb::EventsResponse {
+        header: response_header(true),
+        output: Some(epb::EventsOutput {
+            r#type: epb::events_output::Type::None as i32,
+            term: None,
+        }),
+    };
+    let changes = futures::stream::unfold(Some((watcher, stop)), |state| async move {
+        let (mut watcher, mut stop) = state?;
+        tokio::select! {
+            delivery = watcher.next() => {
+                let delivery = delivery?;
+                let event = epb::EventsResponse {
+                    header: response_header(false),
+                    output: Some(epb::EventsOutput {
+                        r#type: epb::events_output::Type::Changed as i32,
+                        term: Some(term_to_proto(&delivery.term)),
+                    }),
+                };
+                Some((Ok(event), Some((watcher, stop))))
+            }
+            _ = stopped(&mut stop) => {
+                let status = Status::unavailable("replica is shutting down; reconnect");
+                Some((Err(status), None))
+            }
+        }
+    });
+    Box::pin(futures::stream::once(async { Ok(handshake) }).chain(changes))
 }
 
 /// The stream type of `Events`.
@@ -163,9 +198,15 @@ impl Api for ElectionService {
 
     async fn events(
         &self,
-        _request: Request<epb::EventsRequest>,
+        request: Request<epb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Err(Status::unimplemented("Events is not implemented yet"))
+        let req = request.into_inner();
+        unary(&self.state, "Events", req.header.as_ref(), |t| async move {
+            // subscribed before the handshake goes out: nothing committed after it is missed
+            let watcher = self.state.hub.watch(&t.election).await?;
+            Ok(event_stream(watcher, self.state.stop.clone()))
+        })
+        .await
     }
 
     async fn snapshot(

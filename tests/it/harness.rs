@@ -407,3 +407,98 @@ pub fn expect_code<X: std::fmt::Debug>(r: Result<X, Status>, code: Code) -> Stri
 pub fn prefix(test: &str) -> String {
     format!("t-{test}")
 }
+
+/// An open Events stream, past its handshake.
+pub struct Watch {
+    pub stream: tonic::Streaming<epb::EventsResponse>,
+}
+
+impl Client {
+    /// Opens an Events stream and checks its handshake.
+    pub async fn watch(&mut self) -> Result<Watch, Status> {
+        let req = epb::EventsRequest {
+            header: self.h(),
+            input: Some(epb::EventsInput {}),
+        };
+        let mut stream = self.svc.events(req).await?.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("handshake arrives")?
+            .expect("stream open");
+        assert_eq!(
+            first.header.map(|h| h.response_type),
+            Some(pb::ResponseType::ResponseStream as i32),
+            "handshake header"
+        );
+        let out = first.output.expect("handshake output");
+        assert_eq!(out.r#type, epb::events_output::Type::None as i32);
+        Ok(Watch { stream })
+    }
+}
+
+impl Watch {
+    /// The next CHANGED event's term; panics after a generous deadline.
+    pub async fn next(&mut self) -> T {
+        match self.try_next(Duration::from_secs(15)).await {
+            Some(Ok(t)) => t,
+            Some(Err(s)) => panic!("stream failed: {s:?}"),
+            None => panic!("no event within 15 s"),
+        }
+    }
+
+    /// The next event within `wait`: `None` if none came, `Some(Err)` if the stream ended.
+    pub async fn try_next(&mut self, wait: Duration) -> Option<Result<T, Status>> {
+        let msg = tokio::time::timeout(wait, self.stream.message())
+            .await
+            .ok()?;
+        Some(match msg {
+            Ok(Some(m)) => {
+                assert_eq!(
+                    m.header.map(|h| h.response_type),
+                    Some(pb::ResponseType::Response as i32)
+                );
+                let out = m.output.expect("event output");
+                assert_eq!(out.r#type, epb::events_output::Type::Changed as i32);
+                Ok(T::from(out.term))
+            }
+            Ok(None) => Err(Status::cancelled("stream ended")),
+            Err(s) => Err(s),
+        })
+    }
+
+    /// Events until `last` is seen (inclusive).
+    pub async fn until(&mut self, last: &T) -> Vec<T> {
+        let mut seen = Vec::new();
+        loop {
+            let t = self.next().await;
+            let done = t.brief() == last.brief();
+            seen.push(t);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// Subscribed pub/sub channels on `redis` under `prefix`.
+pub async fn subscribed_channels(redis: &RedisServer, prefix: &str) -> usize {
+    let mut conn = redis.connection().await;
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("PUBSUB CHANNELS");
+    channels.len()
+}
+
+/// Client connections open on `redis`, this query's own included.
+pub async fn client_count(redis: &RedisServer) -> usize {
+    let mut conn = redis.connection().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT LIST");
+    list.lines().count()
+}

@@ -1,0 +1,437 @@
+//! The one pub/sub subscriber of a replica, and the in-process fan-out to its Events streams.
+//!
+//! Each replica holds one Redis pub/sub connection, whatever the number of streams. It is
+//! subscribed to an election's channel while at least one local stream watches that election.
+//! Every message is checked against the last state delivered for that election (by revision),
+//! so duplicates and stale states are dropped, then broadcast to the election's streams.
+//!
+//! After the connection breaks, the subscriber reconnects with backoff and jitter, subscribes
+//! again, and re-reads every watched election: where Redis now holds a state other than the
+//! last one delivered, it is delivered, even when its revision is lower (Redis lost data), so
+//! no watcher is left showing a leader Redis no longer has.
+//!
+//! A slow stream never holds anyone up: each election has one bounded broadcast buffer; a
+//! stream that falls behind it skips to the latest state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::{decode_term, Store, StoreError};
+use crate::election::{ElectionName, Term};
+
+/// Buffered states per election before a slow stream skips to the latest.
+const BUFFER: usize = 64;
+/// How often an idle pub/sub connection is checked with PING.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One state delivered to an election's streams. `seq` numbers the deliveries of this replica
+/// for this election, so a stream can tell what it has already seen even when a state with a
+/// lower revision must be delivered (after Redis lost data).
+#[derive(Debug)]
+pub struct Delivery {
+    /// Local delivery number, strictly increasing per election.
+    pub seq: u64,
+    /// The state.
+    pub term: Term,
+}
+
+/// What one watched election shares between the subscriber and its streams.
+#[derive(Debug)]
+struct Shared {
+    tx: broadcast::Sender<Arc<Delivery>>,
+    /// The last state delivered (or, with seq 0, the state read when subscribing).
+    latest: Mutex<Option<Arc<Delivery>>>,
+    /// True while the replica is subscribed to the election's channel.
+    ready: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: ElectionName,
+    shared: Arc<Shared>,
+    streams: usize,
+}
+
+enum Command {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    /// Watched elections by channel name.
+    entries: Mutex<HashMap<String, Entry>>,
+    commands: mpsc::UnboundedSender<Command>,
+    stop: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Subscribe(c) => write!(f, "Subscribe({c})"),
+            Command::Unsubscribe(c) => write!(f, "Unsubscribe({c})"),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data half-changed (every critical
+    // section is a single insert, remove or assignment), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The fan-out hub of one replica. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// One stream's view of an election; dropping it releases the election's subscription when
+/// it was the last.
+#[derive(Debug)]
+pub struct Watcher {
+    inner: Arc<Inner>,
+    channel: String,
+    shared: Arc<Shared>,
+    rx: broadcast::Receiver<Arc<Delivery>>,
+    last_seq: u64,
+}
+
+impl Hub {
+    /// Starts the subscriber task; it runs until `stop` turns true.
+    pub fn start(store: Store, stop: watch::Receiver<bool>) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            store,
+            entries: Mutex::new(HashMap::new()),
+            commands,
+            stop,
+        });
+        tokio::spawn(subscriber(inner.clone(), rx));
+        Self { inner }
+    }
+
+    /// Number of elections this replica is subscribed to (or subscribing to).
+    pub fn watched(&self) -> usize {
+        lock(&self.inner.entries).len()
+    }
+
+    /// Watches `election`: returns once the replica is subscribed to its channel, so that
+    /// every change committed from then on reaches the watcher. Fails with `Timeout` when
+    /// Redis does not confirm in time.
+    pub async fn watch(&self, election: &ElectionName) -> Result<Watcher, StoreError> {
+        let channel = self.inner.store.keys().election(election).channel;
+        let shared = {
+            let mut entries = lock(&self.inner.entries);
+            let entry = entries.entry(channel.clone()).or_insert_with(|| {
+                let (ready, _) = watch::channel(false);
+                let _ = self
+                    .inner
+                    .commands
+                    .send(Command::Subscribe(channel.clone()));
+                Entry {
+                    name: election.clone(),
+                    shared: Arc::new(Shared {
+                        tx: broadcast::channel(BUFFER).0,
+                        latest: Mutex::new(None),
+                        ready,
+                    }),
+                    streams: 0,
+                }
+            });
+            entry.streams += 1;
+            entry.shared.clone()
+        };
+        // From here on, dropping the half-built watcher releases the entry.
+        let mut pending = Watcher {
+            inner: self.inner.clone(),
+            channel,
+            rx: shared.tx.subscribe(),
+            shared,
+            last_seq: 0,
+        };
+        let timeout = self.inner.store.timeout() * 2;
+        let mut ready = pending.shared.ready.subscribe();
+        match tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(StoreError::Timeout(timeout)),
+        }
+        // Start after the latest delivered state: take the receiver and the position together
+        // under the lock that delivery holds while sending.
+        {
+            let latest = lock(&pending.shared.latest);
+            pending.rx = pending.shared.tx.subscribe();
+            pending.last_seq = latest.as_ref().map_or(0, |d| d.seq);
+        }
+        Ok(pending)
+    }
+}
+
+impl Watcher {
+    /// The next state to show, skipping to the latest when this watcher fell behind. `None`
+    /// when the replica is shutting down.
+    pub async fn next(&mut self) -> Option<Arc<Delivery>> {
+        loop {
+            match self.rx.recv().await {
+                Ok(d) if d.seq > self.last_seq => {
+                    self.last_seq = d.seq;
+                    return Some(d);
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let latest = lock(&self.shared.latest).clone();
+                    if let Some(d) = latest.filter(|d| d.seq > self.last_seq) {
+                        self.last_seq = d.seq;
+                        return Some(d);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let mut entries = lock(&self.inner.entries);
+        if let Some(entry) = entries.get_mut(&self.channel) {
+            // only count down the entry this watcher joined, not a newer one
+            if Arc::ptr_eq(&entry.shared, &self.shared) {
+                entry.streams -= 1;
+                if entry.streams == 0 {
+                    entries.remove(&self.channel);
+                    let _ = self
+                        .inner
+                        .commands
+                        .send(Command::Unsubscribe(self.channel.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn is_watched(&self, channel: &str) -> bool {
+        lock(&self.entries).contains_key(channel)
+    }
+
+    /// Offers a state to an election's streams. Normally (`authoritative` false, a pub/sub
+    /// message) a state older than or equal to the last one delivered is dropped. A state just
+    /// read from Redis after (re)subscribing is authoritative: it is delivered whenever it
+    /// differs from the last one, even if older, and the first read of an election only sets
+    /// the starting point.
+    fn offer(&self, channel: &str, term: Term, authoritative: bool) {
+        let entries = lock(&self.entries);
+        let Some(entry) = entries.get(channel) else {
+            return;
+        };
+        let mut latest = lock(&entry.shared.latest);
+        let seq = match latest.as_ref() {
+            None if authoritative => {
+                *latest = Some(Arc::new(Delivery { seq: 0, term }));
+                return;
+            }
+            None => 1,
+            Some(last) => {
+                let same = term.revision == last.term.revision && term.same_state(&last.term);
+                if same || (!authoritative && term.revision < last.term.revision) {
+                    return;
+                }
+                if term.revision < last.term.revision {
+                    tracing::warn!(
+                        election = %entry.name,
+                        from_revision = last.term.revision,
+                        to_revision = term.revision,
+                        "election state went backwards in redis (data lost by a restart or \
+                         failover?); delivering what redis holds now"
+                    );
+                }
+                last.seq + 1
+            }
+        };
+        let delivery = Arc::new(Delivery { seq, term });
+        *latest = Some(delivery.clone());
+        // no receivers is fine: the last stream may be leaving
+        let _ = entry.shared.tx.send(delivery);
+    }
+
+    fn set_ready(&self, channels: &[String], ready: bool) {
+        let entries = lock(&self.entries);
+        for c in channels {
+            if let Some(e) = entries.get(c) {
+                e.shared.ready.send_replace(ready);
+            }
+        }
+    }
+
+    fn all_channels(&self) -> Vec<String> {
+        lock(&self.entries).keys().cloned().collect()
+    }
+
+    fn names(&self, channels: &[String]) -> Vec<(String, ElectionName)> {
+        let entries = lock(&self.entries);
+        channels
+            .iter()
+            .filter_map(|c| entries.get(c).map(|e| (c.clone(), e.name.clone())))
+            .collect()
+    }
+
+    /// Reads the current state of `channels`' elections and offers it as authoritative, then
+    /// marks them ready. They must already be subscribed, so no change can fall in between.
+    async fn catch_up(&self, channels: &[String]) -> Result<(), StoreError> {
+        let named = self.names(channels);
+        let names: Vec<ElectionName> = named.iter().map(|(_, n)| n.clone()).collect();
+        let terms = self.store.read_many(&names).await?;
+        for ((channel, _), term) in named.into_iter().zip(terms) {
+            self.offer(&channel, term, true);
+        }
+        self.set_ready(channels, true);
+        Ok(())
+    }
+}
+
+/// Why the subscriber left a connection.
+enum Exit {
+    Stop,
+    Lost(String),
+}
+
+async fn subscriber(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut stop = inner.stop.clone();
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        let lost = match serve(&inner, &mut commands, &mut backoff, first).await {
+            Exit::Stop => break,
+            Exit::Lost(why) => why,
+        };
+        first = false;
+        let channels = inner.all_channels();
+        inner.set_ready(&channels, false);
+        tracing::warn!(reason = %lost, retry_in = ?backoff, "redis pub/sub connection lost; reconnecting");
+        // full jitter keeps replicas from reconnecting in lockstep after an outage
+        let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    // dropping the entries' senders ends every stream
+    lock(&inner.entries).clear();
+}
+
+/// Connects, (re)subscribes every watched election, catches up, then relays messages and
+/// commands until the connection fails or the replica stops.
+async fn serve(
+    inner: &Arc<Inner>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    backoff: &mut Duration,
+    first: bool,
+) -> Exit {
+    let timeout = inner.store.timeout();
+    let pubsub = bounded("connect", timeout, inner.store.client().get_async_pubsub()).await;
+    let (mut sink, mut messages) = match pubsub {
+        Ok(p) => p.split(),
+        Err(e) => return e,
+    };
+    let channels = inner.all_channels();
+    if !channels.is_empty() {
+        if let Err(e) = bounded("subscribe", timeout, sink.subscribe(&channels)).await {
+            return e;
+        }
+        if let Err(e) = inner.catch_up(&channels).await {
+            return Exit::Lost(format!("catch-up read: {e}"));
+        }
+    }
+    if !first {
+        tracing::info!(
+            elections = channels.len(),
+            "redis pub/sub reconnected; watchers caught up"
+        );
+    }
+    *backoff = BACKOFF_MIN;
+
+    let mut stop = inner.stop.clone();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else {
+                    return Exit::Lost("connection closed".into());
+                };
+                match decode_term(msg.get_payload_bytes()) {
+                    Ok(term) => inner.offer(msg.get_channel_name(), term, false),
+                    Err(e) => tracing::error!(channel = msg.get_channel_name(), error = %e, "unreadable event"),
+                }
+            }
+            cmd = commands.recv() => {
+                let Some(first_cmd) = cmd else { return Exit::Stop };
+                // take every queued command at once: one SUBSCRIBE and one read for a burst
+                let mut subscribe = Vec::new();
+                let mut unsubscribe = Vec::new();
+                let mut next = Some(first_cmd);
+                while let Some(cmd) = next {
+                    match cmd {
+                        Command::Subscribe(c) => subscribe.push(c),
+                        Command::Unsubscribe(c) => unsubscribe.push(c),
+                    }
+                    next = commands.try_recv().ok();
+                }
+                // decide by the current watch set, which already reflects every command taken
+                subscribe.sort();
+                subscribe.dedup();
+                subscribe.retain(|c| inner.is_watched(c));
+                unsubscribe.retain(|c| !inner.is_watched(c) && !subscribe.contains(c));
+                if !unsubscribe.is_empty() {
+                    let r = bounded("unsubscribe", timeout, sink.unsubscribe(&unsubscribe)).await;
+                    if let Err(e) = r {
+                        return e;
+                    }
+                }
+                if !subscribe.is_empty() {
+                    if let Err(e) = bounded("subscribe", timeout, sink.subscribe(&subscribe)).await {
+                        return e;
+                    }
+                    if let Err(e) = inner.catch_up(&subscribe).await {
+                        return Exit::Lost(format!("catch-up read: {e}"));
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if let Err(e) = bounded("ping", timeout, sink.ping::<redis::Value>()).await {
+                    return e;
+                }
+            }
+            _ = stopped(&mut stop) => return Exit::Stop,
+        }
+    }
+}
+
+/// Runs one pub/sub round trip with the Redis timeout; any failure ends the connection.
+async fn bounded<T>(
+    what: &'static str,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Exit> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Exit::Lost(format!("{what}: {e}"))),
+        Err(_) => Err(Exit::Lost(format!("{what}: no answer within {timeout:?}"))),
+    }
+}
+
+/// Completes once the replica stops.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // an error means the sender is gone, which also means stop
+    let _ = stop.wait_for(|s| *s).await;
+}
