@@ -1,5 +1,5 @@
 -- create.lua: makes the election exist (PrimitiveService.Create); idempotent, no event.
--- KEYS, ARGV[1..4]: see prelude.lua.
+-- KEYS, ARGV[1..5]: see prelude.lua.
 -- Returns { "ok", term }.
 local s, exists = load()
 if not exists then

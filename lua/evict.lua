@@ -1,7 +1,7 @@
 -- evict.lua: removes a candidate; evicting the leader makes the next candidate leader.
--- KEYS, ARGV[1..4]: see prelude.lua. ARGV[5]: the candidate.
+-- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the candidate.
 -- Returns { "ok" | "not_candidate", term }.
-local candidate = ARGV[5]
+local candidate = ARGV[6]
 local s = load()
 local old = leader(s)
 local changed = expire(s)

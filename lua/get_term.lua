@@ -1,6 +1,6 @@
 -- get_term.lua: the current term (GetTerm and Snapshot). Still drops expired candidates first,
 -- so no answer shows a candidate whose lease ran out, and refreshes the caller's lease.
--- KEYS, ARGV[1..4]: see prelude.lua.
+-- KEYS, ARGV[1..5]: see prelude.lua.
 -- Returns { "ok", term }.
 local s = load()
 local old = leader(s)

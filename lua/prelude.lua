@@ -5,11 +5,14 @@
 --   KEYS[1]  the election's term: one JSON string
 --            {"id":N,"rev":N,"ts":S,"tsn":NS,"c":["leader","second",...]}
 --   KEYS[2]  the election's leases: sorted set, candidate -> lease expiry (Redis clock, ms)
+--   KEYS[3]  the lease index of the election's bucket: sorted set, election name -> its
+--            earliest lease expiry (what the sweepers poll); same hash slot as KEYS[1..2]
 --   ARGV[1]  the pub/sub channel that carries the election's changes
 --   ARGV[2]  lease TTL in ms; 0 turns expiry off
 --   ARGV[3]  most candidates the election may hold
 --   ARGV[4]  the caller's client id, "" when the request carries none
---   ARGV[5..] operation-specific (see each script)
+--   ARGV[5]  the election's name (its member in KEYS[3])
+--   ARGV[6..] operation-specific (see each script)
 -- Every operation script returns { status, term } where term is the JSON above (after the
 -- operation) and status is "ok" or a rejection: "not_candidate", "too_many", "not_found".
 --
@@ -17,11 +20,12 @@
 -- event delivery: it goes up with every change, by at least one, and is at least the current
 -- time in microseconds, so it keeps going up across Delete (which removes the keys).
 
-local term_key, lease_key = KEYS[1], KEYS[2]
+local term_key, lease_key, index_key = KEYS[1], KEYS[2], KEYS[3]
 local channel = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local max_candidates = tonumber(ARGV[3])
 local caller = ARGV[4]
+local election = ARGV[5]
 
 local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -111,6 +115,17 @@ local function refresh(who, only_existing)
   end
 end
 
+-- Keeps the bucket's lease index exact: the election's earliest lease expiry, or no entry.
+-- Called by every script after it touched leases, in the same atomic execution.
+local function reindex()
+  local first = redis.call('ZRANGE', lease_key, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('ZREM', index_key, election)
+  else
+    redis.call('ZADD', index_key, first[2], election)
+  end
+end
+
 -- Stores and announces a changed state. The id goes up when leadership passed to another
 -- candidate, unless the caller already set it (Restore).
 local function commit(s, old_leader, keep_id)
@@ -127,8 +142,11 @@ local function commit(s, old_leader, keep_id)
   return raw
 end
 
--- Ends every operation: commit when changed, then reply.
+-- Ends every operation: keep the lease index exact, commit when changed, then reply.
 local function finish(s, old_leader, changed, status)
+  if ttl > 0 then
+    reindex()
+  end
   if changed then
     return { status, commit(s, old_leader, false) }
   end

@@ -1,8 +1,8 @@
 -- promote.lua: swaps a candidate with the one just ahead of it; into the first slot makes it
 -- leader.
--- KEYS, ARGV[1..4]: see prelude.lua. ARGV[5]: the candidate.
+-- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the candidate.
 -- Returns { "ok" | "not_candidate", term }.
-local candidate = ARGV[5]
+local candidate = ARGV[6]
 local s = load()
 local old = leader(s)
 local changed = expire(s)

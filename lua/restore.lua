@@ -2,12 +2,12 @@
 -- The id becomes at least the snapshot's and at least the current one, and strictly above the
 -- current one when leadership passes to another candidate. Every restored candidate gets a
 -- fresh lease.
--- KEYS, ARGV[1..4]: see prelude.lua. ARGV[5]: the snapshot's id; ARGV[6..]: its candidates,
+-- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the snapshot's id; ARGV[7..]: its candidates,
 -- leader first.
 -- Returns { "ok", term }.
-local snap_id = tonumber(ARGV[5])
+local snap_id = tonumber(ARGV[6])
 local candidates = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   candidates[#candidates + 1] = ARGV[i]
 end
 local s = load()
@@ -37,5 +37,8 @@ if ttl > 0 then
   for _, c in ipairs(candidates) do
     redis.call('ZADD', lease_key, now_ms + ttl, c)
   end
+end
+if ttl > 0 then
+  reindex()
 end
 return { 'ok', commit(s, old, true) }

@@ -111,6 +111,7 @@ pub async fn run(
     })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let hub = Hub::start(store.clone(), stop_rx.clone());
+    let sweeper = tokio::spawn(store::sweep(store.clone(), stop_rx.clone()));
     let state = Arc::new(AppState {
         store,
         hub,
@@ -152,6 +153,7 @@ pub async fn run(
         .await;
 
     let _ = health_task.await;
+    let _ = sweeper.await;
     if let Some(redis) = local {
         redis.stop().await;
         tracing::info!("private redis-server stopped");

@@ -77,6 +77,12 @@ impl ElectionName {
         Ok(Self(name.to_owned()))
     }
 
+    /// A name read back from the store, which only ever holds validated names (limits may
+    /// have been lowered since, which must not strand an election).
+    pub(crate) fn from_stored(name: String) -> Self {
+        Self(name)
+    }
+
     /// The name as given.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -203,7 +203,7 @@ impl Api for ElectionService {
         let req = request.into_inner();
         unary(&self.state, "Events", req.header.as_ref(), |t| async move {
             // subscribed before the handshake goes out: nothing committed after it is missed
-            let watcher = self.state.hub.watch(&t.election).await?;
+            let watcher = self.state.hub.watch(&t.election, t.client.as_ref()).await?;
             Ok(event_stream(watcher, self.state.stop.clone()))
         })
         .await

@@ -1,8 +1,15 @@
-//! Redis key and channel names. Every name starts with the configured prefix, and all of one
-//! election's names share one Redis Cluster hash tag (`{...}`), so one script can touch them
-//! all on a sharded Redis too.
+//! Redis key and channel names.
+//!
+//! Every name starts with the configured prefix. Elections are spread over [`BUCKETS`] buckets
+//! by a stable hash of their name, and the bucket is the Redis Cluster hash tag: all keys of an
+//! election, and its bucket's lease index, live in one hash slot. So one script can change an
+//! election and keep the lease index exact, on one Redis or on a sharded Cluster, while the
+//! buckets spread elections over the Cluster's masters.
 
 use crate::election::ElectionName;
+
+/// Number of buckets. Part of the data layout: changing it moves every election.
+pub const BUCKETS: u64 = 128;
 
 /// Builds the names of an election's keys and channel.
 #[derive(Debug, Clone)]
@@ -17,6 +24,8 @@ pub struct ElectionKeys {
     pub term: String,
     /// The candidates' leases (sorted set, expiry in ms on the Redis clock).
     pub leases: String,
+    /// The lease index of the election's bucket (sorted set: election -> earliest expiry).
+    pub index: String,
     /// The pub/sub channel its changes are published on.
     pub channel: String,
 }
@@ -31,28 +40,37 @@ impl Keys {
 
     /// The names for one election.
     pub fn election(&self, name: &ElectionName) -> ElectionKeys {
-        let base = format!("{}:{{{}}}", self.prefix, hash_tag(name.as_str()));
+        let tag = self.tag(bucket(name.as_str()));
+        let name = name.as_str();
         ElectionKeys {
-            term: format!("{base}:term"),
-            leases: format!("{base}:leases"),
-            channel: format!("{base}:events"),
+            term: format!("{tag}:{name}:term"),
+            leases: format!("{tag}:{name}:leases"),
+            index: format!("{tag}:lease-index"),
+            channel: format!("{tag}:{name}:events"),
         }
+    }
+
+    /// Every bucket's lease index, for the sweepers.
+    pub fn lease_indexes(&self) -> Vec<String> {
+        (0..BUCKETS)
+            .map(|b| format!("{}:lease-index", self.tag(b)))
+            .collect()
+    }
+
+    fn tag(&self, bucket: u64) -> String {
+        format!("{}:{{e{bucket}}}", self.prefix)
     }
 }
 
-/// Escapes the characters that would end or confuse the hash tag, keeping names readable in
-/// `redis-cli` and the mapping one-to-one.
-fn hash_tag(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for ch in name.chars() {
-        match ch {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            c => out.push(c),
-        }
+/// The bucket of an election: 64-bit FNV-1a of its name. Stable across versions and
+/// platforms, since every replica must agree on it.
+fn bucket(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    out
+    h % BUCKETS
 }
 
 #[cfg(test)]
@@ -70,20 +88,31 @@ mod tests {
     }
 
     #[test]
-    fn keys_share_one_hash_tag() {
+    fn an_elections_keys_and_its_index_share_one_hash_tag() {
         let k = Keys::new("electiond").election(&name("jobs"));
-        assert_eq!(k.term, "electiond:{jobs}:term");
-        assert_eq!(k.leases, "electiond:{jobs}:leases");
-        assert_eq!(k.channel, "electiond:{jobs}:events");
+        let tag = format!("electiond:{{e{}}}", bucket("jobs"));
+        assert_eq!(k.term, format!("{tag}:jobs:term"));
+        assert_eq!(k.leases, format!("{tag}:jobs:leases"));
+        assert_eq!(k.index, format!("{tag}:lease-index"));
+        assert_eq!(k.channel, format!("{tag}:jobs:events"));
+        assert!(Keys::new("electiond").lease_indexes().contains(&k.index));
     }
 
     #[test]
-    fn braces_and_percent_are_escaped_one_to_one() {
-        let keys = Keys::new("p");
-        assert_eq!(keys.election(&name("a}b{")).term, "p:{a%7Db%7B}:term");
-        assert_ne!(
-            keys.election(&name("%7D")).term,
-            keys.election(&name("}")).term
-        );
+    fn the_bucket_hash_is_stable_and_spreads() {
+        // fixed values: replicas of different builds must agree
+        assert_eq!(bucket(""), 0xcbf2_9ce4_8422_2325 % BUCKETS);
+        assert_eq!(bucket("a"), 0xaf63_dc4c_8601_ec8c % BUCKETS);
+        let used: std::collections::HashSet<u64> = (0..2000)
+            .map(|i| bucket(&format!("election-{i}")))
+            .collect();
+        assert_eq!(used.len() as u64, BUCKETS);
+    }
+
+    #[test]
+    fn braces_in_names_cannot_move_the_hash_tag() {
+        // Redis takes the first {...}: the bucket tag comes before the name
+        let k = Keys::new("p").election(&name("{x}"));
+        assert!(k.term.starts_with(&format!("p:{{e{}}}:", bucket("{x}"))));
     }
 }

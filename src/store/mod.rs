@@ -5,6 +5,7 @@
 mod keys;
 mod scripts;
 mod subscriber;
+mod sweeper;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ pub use keys::{ElectionKeys, Keys};
 pub use scripts::Scripts;
 pub(crate) use subscriber::stopped;
 pub use subscriber::{Delivery, Hub, Watcher};
+pub use sweeper::sweep;
 
 use crate::election::{ElectionName, MemberId, Rejection, Term, Timestamp, ValidSnapshot};
 
@@ -61,6 +63,9 @@ pub enum Op<'a> {
     Create,
     /// Wipe the election.
     Delete,
+    /// Extend these clients' leases (those that are candidates); drops expired candidates
+    /// first. Also what the sweeper runs, with no clients.
+    Refresh(&'a [MemberId]),
 }
 
 /// Settings the store needs.
@@ -186,14 +191,17 @@ impl Store {
             Op::Restore(_) => &s.restore,
             Op::Create => &s.create,
             Op::Delete => &s.delete,
+            Op::Refresh(_) => &s.refresh,
         };
         let mut inv = script.prepare_invoke();
         inv.key(&keys.term)
             .key(&keys.leases)
+            .key(&keys.index)
             .arg(&keys.channel)
             .arg(self.lease_ttl_ms)
             .arg(self.max_candidates)
-            .arg(caller.map_or("", MemberId::as_str));
+            .arg(caller.map_or("", MemberId::as_str))
+            .arg(election.as_str());
         match op {
             Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
                 inv.arg(c.as_str());
@@ -201,6 +209,11 @@ impl Store {
             Op::Restore(snap) => {
                 inv.arg(snap.id);
                 for c in &snap.candidates {
+                    inv.arg(c.as_str());
+                }
+            }
+            Op::Refresh(clients) => {
+                for c in clients {
                     inv.arg(c.as_str());
                 }
             }
@@ -262,6 +275,41 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Lease TTL in ms (0: leases never expire).
+    pub fn lease_ttl_ms(&self) -> u64 {
+        self.lease_ttl_ms
+    }
+
+    /// Elections with a lease due now on the Redis clock, at most `limit` per bucket: two
+    /// round trips (the time, then every bucket's index in one pipeline), whatever the number
+    /// of elections.
+    pub async fn due_elections(&self, limit: usize) -> Result<Vec<ElectionName>, StoreError> {
+        let indexes = self.keys.lease_indexes();
+        let names: Vec<Vec<String>> = self
+            .bounded(async {
+                let mut conn = self.pool.get().await?;
+                let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut *conn).await?;
+                let now_ms = secs * 1000 + micros / 1000;
+                let mut pipe = redis::pipe();
+                for index in &indexes {
+                    pipe.cmd("ZRANGEBYSCORE")
+                        .arg(index)
+                        .arg("-inf")
+                        .arg(now_ms)
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit);
+                }
+                Ok(pipe.query_async(&mut *conn).await?)
+            })
+            .await?;
+        Ok(names
+            .into_iter()
+            .flatten()
+            .map(ElectionName::from_stored)
+            .collect())
     }
 
     /// One round trip to check that Redis answers (health).

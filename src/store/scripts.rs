@@ -24,6 +24,7 @@ pub struct Scripts {
     pub(crate) restore: Script,
     pub(crate) create: Script,
     pub(crate) delete: Script,
+    pub(crate) refresh: Script,
 }
 
 impl Scripts {
@@ -39,6 +40,7 @@ impl Scripts {
             restore: script!("restore.lua"),
             create: script!("create.lua"),
             delete: script!("delete.lua"),
+            refresh: script!("refresh.lua"),
         }
     }
 }

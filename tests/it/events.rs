@@ -229,7 +229,7 @@ async fn a_change_missed_while_pubsub_was_cut_is_still_delivered() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let key = format!("{p}:{{cut}}:term");
+    let key = term_key(&p, "cut");
     let raw: String = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)

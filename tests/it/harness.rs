@@ -502,3 +502,14 @@ pub async fn client_count(redis: &RedisServer) -> usize {
         .expect("CLIENT LIST");
     list.lines().count()
 }
+
+/// The Redis key holding `election`'s term, as the service names it.
+pub fn term_key(prefix: &str, election: &str) -> String {
+    let limits = electiond::election::Limits {
+        max_name_bytes: usize::MAX,
+        max_id_bytes: usize::MAX,
+        max_candidates: usize::MAX,
+    };
+    let name = electiond::election::ElectionName::parse(election, &limits).expect("valid name");
+    electiond::store::Keys::new(prefix).election(&name).term
+}

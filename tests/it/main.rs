@@ -4,3 +4,4 @@ mod harness;
 
 mod core;
 mod events;
+mod leases;

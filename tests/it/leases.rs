@@ -1,0 +1,252 @@
+//! Leases: silent candidates are removed within TTL + 1 s by the sweepers, kept alive by calls
+//! or an open Events stream, and the term id stays a clean fencing token throughout.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::core::wait_for;
+use crate::harness::*;
+
+fn with_ttl(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> electiond::config::Settings {
+    let mut s = settings(redis, prefix);
+    s.lease_ttl_ms = ttl_ms;
+    s
+}
+
+/// Calls GetTerm as `c` every 100 ms until aborted: a live client that never re-enters.
+fn keep_alive(c: &Client) -> tokio::task::JoinHandle<()> {
+    let mut c = c.clone();
+    tokio::spawn(async move {
+        loop {
+            let _ = c.get_term().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+fn brief(seen: &[T]) -> Vec<(u64, String, Vec<String>)> {
+    seen.iter()
+        .map(|x| (x.id, x.leader.clone(), x.candidates.clone()))
+        .collect()
+}
+
+fn term(id: u64, candidates: &[&str]) -> (u64, String, Vec<String>) {
+    (
+        id,
+        candidates.first().map_or("", |c| c).to_owned(),
+        candidates.iter().map(|c| c.to_string()).collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_leader_that_goes_silent_is_replaced_within_ttl_plus_one_second() {
+    const TTL: u64 = 800;
+    let redis = RedisServer::start().await;
+    let p = prefix("lease-silent");
+    let a = Replica::start(with_ttl(&redis, &p, TTL)).await;
+    let b = Replica::start(with_ttl(&redis, &p, TTL)).await;
+    let mut w = b.client("job", "").await.watch().await.unwrap();
+    let mut c1 = a.client("job", "c1").await;
+    let mut c2 = b.client("job", "c2").await;
+    c1.enter().await.unwrap();
+    let silent_since = Instant::now();
+    c2.enter().await.unwrap();
+    let alive = keep_alive(&c2);
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(w.next().await);
+    }
+    let after = silent_since.elapsed();
+    alive.abort();
+    assert_eq!(
+        brief(&seen),
+        vec![term(1, &["c1"]), term(1, &["c1", "c2"]), term(2, &["c2"])],
+        "the silent leader was removed like a withdrawal: new leader, id + 1, an event"
+    );
+    // the contract's deadline, not a speed claim
+    assert!(
+        after >= Duration::from_millis(TTL - 200),
+        "removed before its lease ran out: {after:?}"
+    );
+    assert!(
+        after <= Duration::from_millis(TTL + 1000),
+        "removed {after:?} after going silent, beyond TTL + 1 s"
+    );
+}
+
+#[tokio::test]
+async fn calls_or_an_open_stream_keep_a_candidate_and_silence_does_not() {
+    const TTL: u64 = 600;
+    let redis = RedisServer::start().await;
+    let p = prefix("lease-alive");
+    let replica = Replica::start(with_ttl(&redis, &p, TTL)).await;
+    let mut streamer = replica.client("keep", "streamer").await;
+    let caller = replica.client("keep", "caller").await;
+    let mut silent = replica.client("keep", "silent").await;
+    streamer.enter().await.unwrap();
+    caller.clone().enter().await.unwrap();
+    silent.enter().await.unwrap();
+    // the streamer never calls again, but keeps its Events stream open
+    let stream = streamer.watch().await.unwrap();
+    let alive = keep_alive(&caller);
+
+    tokio::time::sleep(Duration::from_millis(4 * TTL)).await;
+    let mut observer = replica.client("keep", "").await;
+    assert_eq!(
+        observer.get_term().await.unwrap().brief(),
+        (1, "streamer", vec!["streamer", "caller"]),
+        "the streamer and the caller outlived four TTLs; the silent one did not"
+    );
+
+    // closing the stream is what lets the streamer's lease run out
+    drop(stream);
+    wait_for(|| async {
+        observer.clone().get_term().await.unwrap().brief() == (2, "caller", vec!["caller"])
+    })
+    .await;
+    alive.abort();
+}
+
+#[tokio::test]
+async fn many_candidates_expiring_together_are_all_removed_with_one_event_per_change() {
+    const TTL: u64 = 500;
+    const ELECTIONS: usize = 6;
+    const CANDIDATES: usize = 20;
+    let redis = RedisServer::start().await;
+    let p = prefix("lease-mass");
+    let mut rs = Vec::new();
+    for _ in 0..3 {
+        rs.push(Replica::start(with_ttl(&redis, &p, TTL)).await);
+    }
+    let mut watches = Vec::new();
+    for e in 0..ELECTIONS {
+        let name = format!("e{e}");
+        let pair = [
+            rs[0].client(&name, "").await.watch().await.unwrap(),
+            rs[1].client(&name, "").await.watch().await.unwrap(),
+        ];
+        watches.push(pair);
+    }
+    for e in 0..ELECTIONS {
+        for c in 0..CANDIDATES {
+            let mut cl = rs[(e + c) % 3]
+                .client(&format!("e{e}"), &format!("c{c}"))
+                .await;
+            cl.enter().await.unwrap();
+        }
+    }
+    // everyone is silent now and nobody calls: only the sweepers can empty the elections
+    for [mut a, mut b] in watches {
+        let mut seen_a = Vec::new();
+        loop {
+            let t = a.next().await;
+            let done = t.candidates.is_empty();
+            seen_a.push(t);
+            if done {
+                break;
+            }
+        }
+        let mut seen_b = Vec::new();
+        for _ in 0..seen_a.len() {
+            seen_b.push(b.next().await);
+        }
+        assert_eq!(seen_a, seen_b, "two replicas' streams saw the same changes");
+        assert!(
+            seen_a.len() > CANDIDATES,
+            "entries, then at least one expiry"
+        );
+        for pair in seen_a.windows(2) {
+            assert_ne!(pair[0], pair[1], "no state delivered twice");
+            assert!(pair[0].id <= pair[1].id, "ids never go down");
+        }
+        for w in [&mut a, &mut b] {
+            assert!(w.try_next(Duration::from_millis(100)).await.is_none());
+        }
+    }
+    let observer = rs[2].client("e0", "").await;
+    for e in 0..ELECTIONS {
+        let t = observer
+            .acting_as(&format!("e{e}"), "")
+            .get_term()
+            .await
+            .unwrap();
+        assert!(t.candidates.is_empty() && t.id >= 1, "{t:?}");
+    }
+    // and the sweepers' index is empty again: nothing left to poll
+    let mut conn = redis.connection().await;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*lease*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "leftover lease keys: {left:?}");
+}
+
+#[tokio::test]
+async fn sweeping_on_three_replicas_at_once_never_skips_or_repeats_an_id() {
+    const TTL: u64 = 700;
+    const CANDIDATES: usize = 8;
+    let redis = RedisServer::start().await;
+    let p = prefix("lease-fence");
+    let mut rs = Vec::new();
+    for _ in 0..3 {
+        rs.push(Replica::start(with_ttl(&redis, &p, TTL)).await);
+    }
+    let mut w = rs[0].client("fence", "").await.watch().await.unwrap();
+    // staggered entries: the leases run out one after another, each making a new leader
+    for c in 0..CANDIDATES {
+        rs[c % 3]
+            .client("fence", &format!("c{c}"))
+            .await
+            .enter()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    let mut seen = Vec::new();
+    loop {
+        let t = w.next().await;
+        let done = t.candidates.is_empty();
+        seen.push(t);
+        if done {
+            break;
+        }
+    }
+    // entries and expiries interleave; across the whole history every candidate joins once
+    // and leaves once, and the id rises by exactly one at each change of leader
+    let mut joined = HashSet::new();
+    let mut removed = HashSet::new();
+    let empty = T {
+        id: 0,
+        leader: String::new(),
+        candidates: vec![],
+        has_timestamp: false,
+        timestamp: None,
+    };
+    let mut prev = &empty;
+    for t in &seen {
+        for c in &t.candidates {
+            if !prev.candidates.contains(c) {
+                assert!(joined.insert(c.clone()), "{c} joined twice");
+            }
+        }
+        for c in &prev.candidates {
+            if !t.candidates.contains(c) {
+                assert!(removed.insert(c.clone()), "{c} removed twice");
+            }
+        }
+        let expected_id = if !t.leader.is_empty() && t.leader != prev.leader {
+            prev.id + 1
+        } else {
+            prev.id
+        };
+        assert_eq!(t.id, expected_id, "{prev:?} -> {t:?}");
+        prev = t;
+    }
+    assert_eq!(removed.len(), CANDIDATES);
+    assert!(
+        w.try_next(Duration::from_millis(300)).await.is_none(),
+        "no extra events"
+    );
+}
