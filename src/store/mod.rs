@@ -3,14 +3,16 @@
 //! written back.
 
 mod keys;
+mod pool;
 mod scripts;
 mod subscriber;
 mod sweeper;
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
 use redis::AsyncConnectionConfig;
+
+use pool::Pool;
 use serde::Deserialize;
 
 pub use keys::{ElectionKeys, Keys};
@@ -33,7 +35,7 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     /// No connection could be had from the pool.
     #[error("redis connection pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    Pool(#[from] deadpool::managed::PoolError<redis::RedisError>),
     /// Redis did not answer within the configured timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -68,6 +70,13 @@ pub enum Op<'a> {
     Refresh(&'a [MemberId]),
 }
 
+impl Op<'_> {
+    /// Whether applying the operation twice has the same effect as once.
+    fn is_idempotent(&self) -> bool {
+        !matches!(self, Op::Promote(_) | Op::Evict(_) | Op::Delete)
+    }
+}
+
 /// Settings the store needs.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -93,6 +102,7 @@ pub struct Store {
     scripts: std::sync::Arc<Scripts>,
     keys: Keys,
     timeout: Duration,
+    pool_size: usize,
     lease_ttl_ms: u64,
     max_candidates: usize,
 }
@@ -135,14 +145,14 @@ impl Store {
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
-        let manager = deadpool_redis::Manager::new_with_config(config.url.as_str(), conn_config)?;
+        let manager = pool::Manager::new(config.url.as_str(), conn_config)?;
         let client = redis::Client::open(config.url.as_str())?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.timeout))
             .create_timeout(Some(config.timeout))
             .recycle_timeout(Some(config.timeout))
-            .runtime(Runtime::Tokio1)
+            .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Corrupt(format!("cannot build the redis pool: {e}")))?;
         Ok(Self {
@@ -151,6 +161,7 @@ impl Store {
             scripts: std::sync::Arc::new(Scripts::new()),
             keys: Keys::new(&config.key_prefix),
             timeout: config.timeout,
+            pool_size: config.pool_size,
             lease_ttl_ms: config.lease_ttl_ms,
             max_candidates: config.max_candidates,
         })
@@ -221,8 +232,23 @@ impl Store {
         }
         let (status, raw): (String, Vec<u8>) = self
             .bounded(async {
-                let mut conn = self.pool.get().await?;
-                Ok(inv.invoke_async(&mut *conn).await?)
+                // Pooled connections that broke since their last use (a Redis restart) fail at
+                // once and are discarded; an operation whose repetition changes nothing more is
+                // retried on the next one, within the same time bound. Promote, Evict and
+                // Delete are not, since a first attempt may have been applied.
+                let mut retries = if op.is_idempotent() {
+                    self.pool_size
+                } else {
+                    0
+                };
+                loop {
+                    let mut conn = self.pool.get().await?;
+                    let r = inv.invoke_async(&mut *conn).await;
+                    match pool::check(conn, r) {
+                        Err(e) if retries > 0 && pool::breaks_connection(&e) => retries -= 1,
+                        r => return Ok(r?),
+                    }
+                }
             })
             .await?;
         match status.as_str() {
@@ -259,7 +285,8 @@ impl Store {
             let raws: Vec<Option<Vec<u8>>> = self
                 .bounded(async {
                     let mut conn = self.pool.get().await?;
-                    Ok(pipe.query_async(&mut *conn).await?)
+                    let r = pipe.query_async(&mut *conn).await;
+                    Ok(pool::check(conn, r)?)
                 })
                 .await?;
             for raw in raws {
@@ -290,7 +317,9 @@ impl Store {
         let names: Vec<Vec<String>> = self
             .bounded(async {
                 let mut conn = self.pool.get().await?;
-                let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut *conn).await?;
+                let time = redis::cmd("TIME").query_async(&mut *conn).await;
+                let (secs, micros): (u64, u64) = pool::check(conn, time)?;
+                let mut conn = self.pool.get().await?;
                 let now_ms = secs * 1000 + micros / 1000;
                 let mut pipe = redis::pipe();
                 for index in &indexes {
@@ -302,7 +331,8 @@ impl Store {
                         .arg(0)
                         .arg(limit);
                 }
-                Ok(pipe.query_async(&mut *conn).await?)
+                let r = pipe.query_async(&mut *conn).await;
+                Ok(pool::check(conn, r)?)
             })
             .await?;
         Ok(names
@@ -316,7 +346,8 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
             let mut conn = self.pool.get().await?;
-            let _: String = redis::cmd("PING").query_async(&mut *conn).await?;
+            let r: Result<String, _> = redis::cmd("PING").query_async(&mut *conn).await;
+            pool::check(conn, r)?;
             Ok(())
         })
         .await
