@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod bench;
 mod core;
 mod events;
 mod leases;

@@ -1,0 +1,244 @@
+//! Figures and how they are printed: a table for people, JSON for machines.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Latency distribution of a set of calls (or deliveries), in microseconds.
+#[derive(Debug, Serialize, Clone)]
+pub struct Latency {
+    pub count: u64,
+    pub failed: u64,
+    pub per_second: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl Latency {
+    pub fn from_micros(mut v: Vec<u64>, elapsed: Duration, failed: u64) -> Self {
+        v.sort_unstable();
+        let pick = |q: f64| -> u64 {
+            if v.is_empty() {
+                return 0;
+            }
+            let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+            v[i]
+        };
+        let secs = elapsed.as_secs_f64();
+        Self {
+            count: v.len() as u64,
+            failed,
+            per_second: if secs > 0.0 {
+                v.len() as f64 / secs
+            } else {
+                0.0
+            },
+            p50_us: pick(0.50),
+            p99_us: pick(0.99),
+            p999_us: pick(0.999),
+            max_us: v.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// One load scenario through gRPC, and the same scripts straight on Redis.
+#[derive(Debug, Serialize)]
+pub struct Load {
+    pub scenario: String,
+    pub clients: usize,
+    pub grpc: Latency,
+    pub direct_redis: Option<Latency>,
+    /// gRPC throughput / direct throughput.
+    pub ratio: Option<f64>,
+}
+
+impl Load {
+    pub fn new(scenario: &str, clients: usize, grpc: Latency, direct: Option<Latency>) -> Self {
+        let ratio = direct
+            .as_ref()
+            .filter(|d| d.per_second > 0.0)
+            .map(|d| grpc.per_second / d.per_second);
+        Self {
+            scenario: scenario.to_owned(),
+            clients,
+            grpc,
+            direct_redis: direct,
+            ratio,
+        }
+    }
+}
+
+/// The Events fan-out scenario.
+#[derive(Debug, Serialize)]
+pub struct FanOut {
+    pub streams: usize,
+    pub replicas: usize,
+    pub changes: usize,
+    /// From the change being sent to each stream receiving it; `failed` counts deliveries that
+    /// never came.
+    pub delivery: Latency,
+    /// From the change being sent to the last stream receiving it.
+    pub until_every_stream: Latency,
+    pub rss_before_kib: Vec<u64>,
+    pub rss_after_kib: Vec<u64>,
+    pub redis_connections: Vec<usize>,
+}
+
+impl FanOut {
+    /// Resident memory added per open stream, averaged over the replicas.
+    pub fn kib_per_stream(&self) -> f64 {
+        let added: i64 = self
+            .rss_after_kib
+            .iter()
+            .zip(&self.rss_before_kib)
+            .map(|(a, b)| *a as i64 - *b as i64)
+            .sum();
+        if self.streams == 0 || self.rss_after_kib.is_empty() {
+            0.0
+        } else {
+            added as f64 / self.streams as f64
+        }
+    }
+}
+
+/// A replica's figures at the end of the run.
+#[derive(Debug, Serialize)]
+pub struct Replica {
+    pub rss_kib: u64,
+    pub redis_connections: usize,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub cpus: usize,
+    pub replicas_used: usize,
+    pub duration_secs: f64,
+    pub loads: Vec<Load>,
+    pub fanout: Option<FanOut>,
+    pub replicas: Vec<Replica>,
+}
+
+impl Report {
+    pub fn new(args: &super::Args, replicas: usize) -> Self {
+        let machine = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            machine,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            replicas_used: replicas,
+            duration_secs: args.duration,
+            loads: Vec::new(),
+            fanout: None,
+            replicas: Vec::new(),
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+        let _ = writeln!(out, "machine: {} ({} cpus)\n", self.machine, self.cpus);
+        let _ = writeln!(
+            out,
+            "{:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12} {:>7}",
+            "scenario",
+            "clients",
+            "calls/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9",
+            "max ms",
+            "failed",
+            "redis-only/s",
+            "ratio"
+        );
+        for l in &self.loads {
+            let g = &l.grpc;
+            let _ = writeln!(
+                out,
+                "{:<11} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12} {:>7}",
+                l.scenario,
+                l.clients,
+                g.per_second,
+                ms(g.p50_us),
+                ms(g.p99_us),
+                ms(g.p999_us),
+                ms(g.max_us),
+                g.failed,
+                l.direct_redis
+                    .as_ref()
+                    .map_or("-".into(), |d| format!("{:.0}", d.per_second)),
+                l.ratio.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            );
+        }
+        for l in &self.loads {
+            if let Some(d) = &l.direct_redis {
+                let _ = writeln!(
+                    out,
+                    "  {} straight on redis: p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+                    l.scenario,
+                    ms(d.p50_us),
+                    ms(d.p99_us),
+                    ms(d.p999_us),
+                    ms(d.max_us)
+                );
+            }
+        }
+        if let Some(f) = &self.fanout {
+            let _ = writeln!(
+                out,
+                "\nfan-out: {} streams over {} replicas, {} changes",
+                f.streams, f.replicas, f.changes
+            );
+            let _ = writeln!(
+                out,
+                "  delivery to each stream: p50 {} ms, p99 {} ms, max {} ms ({} deliveries, {} missing)",
+                ms(f.delivery.p50_us),
+                ms(f.delivery.p99_us),
+                ms(f.delivery.max_us),
+                f.delivery.count,
+                f.delivery.failed
+            );
+            let _ = writeln!(
+                out,
+                "  until every stream has it: p50 {} ms, p99 {} ms, max {} ms",
+                ms(f.until_every_stream.p50_us),
+                ms(f.until_every_stream.p99_us),
+                ms(f.until_every_stream.max_us)
+            );
+            let _ = writeln!(
+                out,
+                "  replica RSS before streams: {:?} KiB; with streams open: {:?} KiB; {:.2} KiB per stream",
+                f.rss_before_kib,
+                f.rss_after_kib,
+                f.kib_per_stream()
+            );
+            let _ = writeln!(
+                out,
+                "  redis connections per replica with streams open: {:?}",
+                f.redis_connections
+            );
+        }
+        if !self.replicas.is_empty() {
+            let _ = writeln!(out, "\nreplicas at the end:");
+            for (i, r) in self.replicas.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "  replica {i}: RSS {} KiB, {} redis connections",
+                    r.rss_kib, r.redis_connections
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,50 @@
+//! A few seconds of the benchmark tool, to keep it working (no figure is asserted: timing
+//! stays out of the tests).
+
+use std::process::Command;
+
+#[test]
+fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_election-bench"))
+        .args(["--duration", "0.5", "--clients", "4", "--elections", "20"])
+        .args([
+            "--streams",
+            "40",
+            "--replicas",
+            "2",
+            "--changes",
+            "3",
+            "--json",
+        ])
+        .args(["--electiond", env!("CARGO_BIN_EXE_electiond")])
+        .output()
+        .expect("election-bench starts");
+    assert!(
+        out.status.success(),
+        "election-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let loads = report["loads"].as_array().expect("loads");
+    let names: Vec<&str> = loads
+        .iter()
+        .filter_map(|l| l["scenario"].as_str())
+        .collect();
+    assert_eq!(names, ["writes", "reads", "contention"]);
+    for l in loads {
+        assert!(l["grpc"]["count"].as_u64() > Some(0), "{l}");
+        assert_eq!(l["grpc"]["failed"].as_u64(), Some(0), "{l}");
+        assert!(l["direct_redis"]["count"].as_u64() > Some(0), "{l}");
+        assert!(l["ratio"].as_f64().is_some(), "{l}");
+    }
+    let fan = &report["fanout"];
+    assert_eq!(fan["delivery"]["count"].as_u64(), Some(40 * 3), "{fan}");
+    assert_eq!(fan["delivery"]["failed"].as_u64(), Some(0), "{fan}");
+    let conns = fan["redis_connections"].as_array().expect("connections");
+    assert_eq!(conns.len(), 2);
+    for c in conns {
+        // pool (16 by default) + one pub/sub connection, and at least the pub/sub one
+        let c = c.as_u64().unwrap_or(0);
+        assert!((1..=17).contains(&c), "{fan}");
+    }
+}
