@@ -1,7 +1,7 @@
 -- enter.lua: the caller joins the election (appended at the end), or, already a candidate,
 -- just refreshes its lease.
 -- KEYS, ARGV[1..5]: see prelude.lua (ARGV[4], the caller, is the candidate).
--- Returns { "ok" | "too_many", term }.
+-- Returns { "ok" | "too_many", term, expired }.
 local s = load()
 local old = leader(s)
 local changed = expire(s)

@@ -1,6 +1,6 @@
 -- evict.lua: removes a candidate; evicting the leader makes the next candidate leader.
 -- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the candidate.
--- Returns { "ok" | "not_candidate", term }.
+-- Returns { "ok" | "not_candidate", term, expired }.
 local candidate = ARGV[6]
 local s = load()
 local old = leader(s)

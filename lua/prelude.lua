@@ -13,8 +13,9 @@
 --   ARGV[4]  the caller's client id, "" when the request carries none
 --   ARGV[5]  the election's name (its member in KEYS[3])
 --   ARGV[6..] operation-specific (see each script)
--- Every operation script returns { status, term } where term is the JSON above (after the
--- operation) and status is "ok" or a rejection: "not_candidate", "too_many", "not_found".
+-- Every operation script returns { status, term, expired } where term is the JSON above (after
+-- the operation), status is "ok" or a rejection ("not_candidate", "too_many", "not_found"), and
+-- expired counts the candidates this execution removed because their lease ran out.
 --
 -- Time is the Redis server's (TIME), never a replica's. "rev" orders the election's states for
 -- event delivery: it goes up with every change, by at least one, and is at least the current
@@ -71,6 +72,8 @@ local function next_rev(s)
   return math.max(s.rev + 1, now_us)
 end
 
+local expired = 0
+
 -- Drops candidates whose lease ran out; true when any was dropped.
 local function expire(s)
   if ttl <= 0 then
@@ -88,6 +91,7 @@ local function expire(s)
     for _, c in ipairs(s.c) do
       if gone[c] then
         dropped = true
+        expired = expired + 1
       else
         kept[#kept + 1] = c
       end
@@ -148,7 +152,7 @@ local function finish(s, old_leader, changed, status)
     reindex()
   end
   if changed then
-    return { status, commit(s, old_leader, false) }
+    return { status, commit(s, old_leader, false), expired }
   end
-  return { status, encode(s) }
+  return { status, encode(s), expired }
 end

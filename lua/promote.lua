@@ -1,7 +1,7 @@
 -- promote.lua: swaps a candidate with the one just ahead of it; into the first slot makes it
 -- leader.
 -- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the candidate.
--- Returns { "ok" | "not_candidate", term }.
+-- Returns { "ok" | "not_candidate", term, expired }.
 local candidate = ARGV[6]
 local s = load()
 local old = leader(s)

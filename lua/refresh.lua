@@ -2,7 +2,7 @@
 -- (only those that are candidates; it never makes anyone a candidate). Drops expired
 -- candidates first, so a lease that already ran out is not brought back.
 -- KEYS, ARGV[1..5]: see prelude.lua (ARGV[4] unused). ARGV[6..]: the client ids.
--- Returns { "ok", term }.
+-- Returns { "ok", term, expired }.
 local s = load()
 local old = leader(s)
 local changed = expire(s)

@@ -4,7 +4,7 @@
 -- fresh lease.
 -- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the snapshot's id; ARGV[7..]: its candidates,
 -- leader first.
--- Returns { "ok", term }.
+-- Returns { "ok", term, expired }.
 local snap_id = tonumber(ARGV[6])
 local candidates = {}
 for i = 7, #ARGV do
@@ -41,4 +41,4 @@ end
 if ttl > 0 then
   reindex()
 end
-return { 'ok', commit(s, old, true) }
+return { 'ok', commit(s, old, true), expired }

@@ -1,7 +1,7 @@
 -- withdraw.lua: the caller leaves the election (Withdraw, and PrimitiveService.Close).
 -- Not a candidate: nothing changes, no error.
 -- KEYS, ARGV[1..5]: see prelude.lua (ARGV[4], the caller, is the candidate).
--- Returns { "ok", term }.
+-- Returns { "ok", term, expired }.
 local s = load()
 local old = leader(s)
 local changed = expire(s)

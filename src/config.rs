@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Everything `electiond` can be configured with. See the README for the table of variables.
-#[derive(Debug, Clone, Deserialize)]
+/// Its `Debug` output hides secrets (tokens, passwords in the Redis URL).
+#[derive(Clone, Deserialize)]
 pub struct Settings {
     /// gRPC listen address (`ELECTION_LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
@@ -32,10 +33,60 @@ pub struct Settings {
     pub max_candidates: usize,
     /// Candidate lease, in milliseconds; 0 turns expiry off (`ELECTION_LEASE_TTL_MS`).
     pub lease_ttl_ms: u64,
+    /// Most open Events streams on this replica (`ELECTION_MAX_STREAMS`).
+    pub max_streams: usize,
+    /// Largest request message accepted, in bytes (`ELECTION_MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before the process
+    /// exits anyway (`ELECTION_DRAIN_TIMEOUT_MS`).
+    pub drain_timeout_ms: u64,
+    /// Prometheus `/metrics` listen address (`ELECTION_METRICS_ADDR`); empty turns it off.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// Bearer tokens accepted on the gRPC port, comma-separated (`ELECTION_AUTH_TOKENS`);
+    /// empty turns authentication off. Health stays open.
+    #[serde(default)]
+    pub auth_tokens: Option<String>,
+    /// PEM certificate chain for TLS on the gRPC port (`ELECTION_TLS_CERT`); with
+    /// `ELECTION_TLS_KEY`, turns TLS on.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// PEM private key for TLS on the gRPC port (`ELECTION_TLS_KEY`).
+    #[serde(default)]
+    pub tls_key: Option<String>,
     /// `text` or `json` (`ELECTION_LOG_FORMAT`).
     pub log_format: LogFormat,
     /// Default log filter when `RUST_LOG` is unset (`ELECTION_LOG_LEVEL`).
     pub log_level: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen_addr", &self.listen_addr)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("metrics_addr", &self.metrics_addr)
+            .field(
+                "auth_tokens",
+                &self.auth_tokens.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tls", &self.tls_cert.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with any password replaced, fit for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Log line format.
@@ -58,6 +109,10 @@ max_name_bytes = 1024
 max_id_bytes = 1024
 max_candidates = 10000
 lease_ttl_ms = 10000
+max_streams = 100000
+max_message_bytes = 4194304
+drain_timeout_ms = 10000
+metrics_addr = "0.0.0.0:9090"
 log_format = "text"
 log_level = "info"
 "#;
@@ -135,7 +190,40 @@ impl Settings {
         if self.max_name_bytes == 0 || self.max_id_bytes == 0 || self.max_candidates == 0 {
             return invalid("max_*", "limits must be at least 1");
         }
+        for opt in [
+            &mut self.metrics_addr,
+            &mut self.auth_tokens,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+        ] {
+            if opt.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *opt = None;
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert/tls_key", "set both, or neither");
+        }
+        if self.auth_tokens.is_some() && self.tokens().is_empty() {
+            return invalid("auth_tokens", "lists no token");
+        }
         Ok(self)
+    }
+
+    /// The accepted bearer tokens (empty: authentication off).
+    pub fn tokens(&self) -> Vec<String> {
+        self.auth_tokens
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// [`Self::drain_timeout_ms`] as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 
     /// [`Self::redis_timeout_ms`] as a duration.
@@ -155,6 +243,23 @@ mod tests {
         assert_eq!(s.max_candidates, 10_000);
         assert_eq!(s.lease_ttl_ms, 10_000);
         assert!(s.redis_url.is_none());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let mut s = Settings::defaults();
+        s.redis_url = Some("rediss://app:hunter2@redis:6380/0".into());
+        s.auth_tokens = Some("tok-1,tok-2".into());
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-1"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("rediss://app:<redacted>@redis:6380/0"),
+            "{shown}"
+        );
+        assert_eq!(s.tokens(), vec!["tok-1", "tok-2"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod election;
 pub mod grpc;
 pub mod local_redis;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;
 
@@ -24,6 +25,7 @@ use tonic_health::ServingStatus;
 use crate::config::Settings;
 use crate::election::Limits;
 use crate::local_redis::{LocalRedis, LocalRedisError};
+use crate::metrics::Metrics;
 use crate::store::{Hub, Store, StoreConfig, StoreError};
 
 /// The generated protobuf and gRPC code.
@@ -58,6 +60,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Turns true when the replica starts shutting down.
     pub stop: watch::Receiver<bool>,
+    /// Permits for open Events streams (`max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a replica could not start or stopped with an error.
@@ -75,12 +79,20 @@ pub enum RunError {
     /// Reflection could not load the schema.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The metrics listener could not be started.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// How often health re-checks Redis.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves one replica on `listener` until `shutdown` completes.
+/// Serves one replica on `listener` until `shutdown` completes, then drains: health turns
+/// NOT_SERVING, new calls are refused, Events streams end with `UNAVAILABLE`, and in-flight
+/// calls get up to the configured drain time to finish.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -101,6 +113,7 @@ pub async fn run(
             url
         }
     };
+    let metrics = Arc::new(Metrics::default());
     let store = Store::new(&StoreConfig {
         url,
         key_prefix: settings.key_prefix.clone(),
@@ -108,14 +121,44 @@ pub async fn run(
         timeout: settings.redis_timeout(),
         lease_ttl_ms: settings.lease_ttl_ms,
         max_candidates: settings.max_candidates,
+        metrics: metrics.clone(),
     })?;
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &str| {
+                std::fs::read(path).map_err(|e| RunError::Tls(format!("cannot read {path}: {e}")))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            Some(tonic::transport::ServerTlsConfig::new().identity(identity))
+        }
+        _ => None,
+    };
+    let metrics_listener = match &settings.metrics_addr {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Metrics(format!("cannot listen on {addr}: {e}")))?;
+            tracing::info!(addr = %l.local_addr().map_err(|e| RunError::Metrics(e.to_string()))?, "metrics on /metrics");
+            Some(l)
+        }
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let hub = Hub::start(store.clone(), stop_rx.clone());
-    let sweeper = tokio::spawn(store::sweep(store.clone(), stop_rx.clone()));
+    let mut tasks = vec![tokio::spawn(store::sweep(store.clone(), stop_rx.clone()))];
+    if let Some(l) = metrics_listener {
+        tasks.push(tokio::spawn(metrics::serve(
+            l,
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let state = Arc::new(AppState {
         store,
         hub,
         stop: stop_rx.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
         limits: Limits {
             max_name_bytes: settings.max_name_bytes,
             max_id_bytes: settings.max_id_bytes,
@@ -124,7 +167,11 @@ pub async fn run(
     });
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    let health_task = tokio::spawn(watch_health(state.clone(), reporter, stop_rx.clone()));
+    tasks.push(tokio::spawn(watch_health(
+        state.clone(),
+        reporter,
+        stop_rx.clone(),
+    )));
     // Both reflection versions: older grpcurl and grpc_cli only speak v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -136,24 +183,52 @@ pub async fn run(
 
     use proto::atomix::primitive::election::leader_election_service_server::LeaderElectionServiceServer;
     use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
-    let served = tonic::transport::Server::builder()
+    use tonic::service::interceptor::InterceptedService;
+    let auth = grpc::auth::Tokens::new(settings.tokens());
+    let max_msg = settings.max_message_bytes;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = builder
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(LeaderElectionServiceServer::new(
-            grpc::ElectionService::new(state.clone()),
+        .add_service(InterceptedService::new(
+            LeaderElectionServiceServer::new(grpc::ElectionService::new(state.clone()))
+                .max_decoding_message_size(max_msg),
+            auth.clone(),
         ))
-        .add_service(PrimitiveServiceServer::new(grpc::PrimitiveService::new(
-            state.clone(),
-        )))
+        .add_service(InterceptedService::new(
+            PrimitiveServiceServer::new(grpc::PrimitiveService::new(state.clone()))
+                .max_decoding_message_size(max_msg),
+            auth,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+            let _ = drain_rx.await;
+        });
+    tokio::pin!(server);
 
-    let _ = health_task.await;
-    let _ = sweeper.await;
+    let served = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown => {
+            tracing::info!(drain = ?settings.drain_timeout(), "shutting down: refusing new calls, ending streams");
+            let _ = stop_tx.send(true);
+            let _ = drain_tx.send(());
+            match tokio::time::timeout(settings.drain_timeout(), &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("drain time exceeded; closing the remaining connections");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
     if let Some(redis) = local {
         redis.stop().await;
         tracing::info!("private redis-server stopped");

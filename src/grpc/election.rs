@@ -4,11 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::{Request, Response, Status};
 
 use super::{candidate, response_header, term_to_proto, unary, Target};
 use crate::election::{Term, ValidSnapshot};
+use crate::metrics::Metrics;
 use crate::proto::atomix::primitive::election as epb;
 use crate::proto::atomix::primitive::election::leader_election_service_server::LeaderElectionService as Api;
 use crate::store::{stopped, Op, Watcher};
@@ -39,7 +40,12 @@ impl ElectionService {
 /// The handshake, then one `CHANGED` per delivered state, until the client goes away (which
 /// drops the watcher and so releases the subscription) or the replica stops (`UNAVAILABLE`,
 /// so the client reconnects elsewhere).
-fn event_stream(watcher: Watcher, stop: watch::Receiver<bool>) -> EventStream {
+fn event_stream(
+    watcher: Watcher,
+    permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> EventStream {
     let handshake = epb::EventsResponse {
         header: response_header(true),
         output: Some(epb::EventsOutput {
@@ -47,23 +53,28 @@ fn event_stream(watcher: Watcher, stop: watch::Receiver<bool>) -> EventStream {
             term: None,
         }),
     };
-    let changes = futures::stream::unfold(Some((watcher, stop)), |state| async move {
-        let (mut watcher, mut stop) = state?;
-        tokio::select! {
-            delivery = watcher.next() => {
-                let delivery = delivery?;
-                let event = epb::EventsResponse {
-                    header: response_header(false),
-                    output: Some(epb::EventsOutput {
-                        r#type: epb::events_output::Type::Changed as i32,
-                        term: Some(term_to_proto(&delivery.term)),
-                    }),
-                };
-                Some((Ok(event), Some((watcher, stop))))
-            }
-            _ = stopped(&mut stop) => {
-                let status = Status::unavailable("replica is shutting down; reconnect");
-                Some((Err(status), None))
+    // the permit lives as long as the stream
+    let changes = futures::stream::unfold(Some((watcher, stop, permit)), move |state| {
+        let metrics = metrics.clone();
+        async move {
+            let (mut watcher, mut stop, permit) = state?;
+            tokio::select! {
+                delivery = watcher.next() => {
+                    let delivery = delivery?;
+                    let event = epb::EventsResponse {
+                        header: response_header(false),
+                        output: Some(epb::EventsOutput {
+                            r#type: epb::events_output::Type::Changed as i32,
+                            term: Some(term_to_proto(&delivery.term)),
+                        }),
+                    };
+                    Metrics::add(&metrics.events_delivered, 1);
+                    Some((Ok(event), Some((watcher, stop, permit))))
+                }
+                _ = stopped(&mut stop) => {
+                    let status = Status::unavailable("replica is shutting down; reconnect");
+                    Some((Err(status), None))
+                }
             }
         }
     });
@@ -202,9 +213,25 @@ impl Api for ElectionService {
     ) -> Result<Response<Self::EventsStream>, Status> {
         let req = request.into_inner();
         unary(&self.state, "Events", req.header.as_ref(), |t| async move {
+            let permit = self
+                .state
+                .streams
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| {
+                    Status::resource_exhausted(
+                        "this replica has its maximum of open Events streams",
+                    )
+                })?;
             // subscribed before the handshake goes out: nothing committed after it is missed
             let watcher = self.state.hub.watch(&t.election, t.client.as_ref()).await?;
-            Ok(event_stream(watcher, self.state.stop.clone()))
+            let metrics = self.state.store.metrics().clone();
+            Ok(event_stream(
+                watcher,
+                permit,
+                metrics,
+                self.state.stop.clone(),
+            ))
         })
         .await
     }

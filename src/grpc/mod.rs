@@ -1,6 +1,7 @@
 //! The wire layer: tonic services, and the conversion between protobuf messages and domain
 //! types. Bad input stops here, before anything reaches Redis.
 
+pub mod auth;
 pub mod codec;
 mod election;
 mod primitive;
@@ -8,6 +9,8 @@ mod status;
 
 use std::future::Future;
 use std::sync::Arc;
+
+use std::time::Instant;
 
 use tonic::{Response, Status};
 use tracing::{field, Instrument};
@@ -65,9 +68,10 @@ fn candidate(id: Option<&str>, limits: &Limits) -> Result<MemberId, Rejection> {
     )
 }
 
-/// Runs one unary call in its own span (method, election, client), after validating its
-/// header; failures are logged at debug, with causes of server-side ones logged where they are
-/// mapped.
+/// Runs one call in its own span (method, election, client), after validating its header:
+/// refused while the replica shuts down, counted in the metrics, failures logged at debug
+/// (causes of server-side ones are logged where they are mapped). The client's deadline
+/// (`grpc-timeout`) is enforced by tonic's server, which drops the call when it passes.
 async fn unary<R, F, Fut>(
     state: &Arc<AppState>,
     method: &'static str,
@@ -78,6 +82,7 @@ where
     F: FnOnce(Target) -> Fut,
     Fut: Future<Output = Result<R, Status>>,
 {
+    let started = Instant::now();
     let span = tracing::info_span!(
         "rpc",
         method,
@@ -85,25 +90,30 @@ where
         client = field::Empty
     );
     let parsed = target(header, &state.limits);
-    async move {
+    let result = async move {
         let span = tracing::Span::current();
-        let result = match parsed {
-            Ok(t) => {
-                span.record("election", t.election.as_str());
-                if let Some(c) = &t.client {
-                    span.record("client", c.as_str());
-                }
-                body(t).await
-            }
-            Err(r) => Err(r.into()),
-        };
-        if let Err(s) = &result {
-            tracing::debug!(code = ?s.code(), message = s.message(), "call failed");
+        if *state.stop.borrow() {
+            return Err(Status::unavailable(
+                "replica is shutting down; retry on another",
+            ));
         }
-        result.map(Response::new)
+        let t = parsed?;
+        span.record("election", t.election.as_str());
+        if let Some(c) = &t.client {
+            span.record("client", c.as_str());
+        }
+        body(t).await
     }
-    .instrument(span)
-    .await
+    .instrument(span.clone())
+    .await;
+    let code = result
+        .as_ref()
+        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    state.store.metrics().call(method, code, started.elapsed());
+    if let Err(s) = &result {
+        span.in_scope(|| tracing::debug!(code = ?s.code(), message = s.message(), "call failed"));
+    }
+    result.map(Response::new)
 }
 
 fn response_header(stream: bool) -> Option<pb::ResponseHeader> {

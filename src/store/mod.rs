@@ -21,7 +21,10 @@ pub(crate) use subscriber::stopped;
 pub use subscriber::{Delivery, Hub, Watcher};
 pub use sweeper::sweep;
 
+use std::sync::Arc;
+
 use crate::election::{ElectionName, MemberId, Rejection, Term, Timestamp, ValidSnapshot};
+use crate::metrics::Metrics;
 
 /// What went wrong talking to Redis (rejections of the request itself are carried too, since
 /// some are only known inside the script).
@@ -92,6 +95,8 @@ pub struct StoreConfig {
     pub lease_ttl_ms: u64,
     /// Most candidates per election.
     pub max_candidates: usize,
+    /// Where Redis errors and lease expiries are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The election store: cheap to clone, shared by every gRPC handler of a replica.
@@ -105,6 +110,7 @@ pub struct Store {
     pool_size: usize,
     lease_ttl_ms: u64,
     max_candidates: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,6 +168,7 @@ impl Store {
             keys: Keys::new(&config.key_prefix),
             timeout: config.timeout,
             pool_size: config.pool_size,
+            metrics: config.metrics.clone(),
             lease_ttl_ms: config.lease_ttl_ms,
             max_candidates: config.max_candidates,
         })
@@ -230,7 +237,7 @@ impl Store {
             }
             _ => {}
         }
-        let (status, raw): (String, Vec<u8>) = self
+        let (status, raw, expired): (String, Vec<u8>, u64) = self
             .bounded(async {
                 // Pooled connections that broke since their last use (a Redis restart) fail at
                 // once and are discarded; an operation whose repetition changes nothing more is
@@ -251,6 +258,9 @@ impl Store {
                 }
             })
             .await?;
+        if expired > 0 {
+            Metrics::add(&self.metrics.lease_expiries, expired);
+        }
         match status.as_str() {
             "ok" => decode_term(&raw),
             "not_candidate" => {
@@ -357,10 +367,22 @@ impl Store {
         &self,
         fut: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        let r = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        if matches!(
+            r,
+            Err(StoreError::Redis(_) | StoreError::Pool(_) | StoreError::Timeout(_))
+        ) {
+            Metrics::add(&self.metrics.redis_errors, 1);
         }
+        r
+    }
+
+    /// The replica's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{decode_term, Store, StoreError};
 use crate::election::{ElectionName, MemberId, Term};
+use crate::metrics::Metrics;
 
 /// Buffered states per election before a slow stream skips to the latest.
 const BUFFER: usize = 64;
@@ -172,6 +173,11 @@ impl Hub {
             client: client.cloned(),
             last_seq: 0,
         };
+        self.inner
+            .store
+            .metrics()
+            .streams_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let timeout = self.inner.store.timeout() * 2;
         let mut ready = pending.shared.ready.subscribe();
         match tokio::time::timeout(timeout, ready.wait_for(|r| *r)).await {
@@ -201,6 +207,7 @@ impl Watcher {
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Metrics::add(&self.inner.store.metrics().events_skipped, 1);
                     let latest = lock(&self.shared.latest).clone();
                     if let Some(d) = latest.filter(|d| d.seq > self.last_seq) {
                         self.last_seq = d.seq;
@@ -215,6 +222,11 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        self.inner
+            .store
+            .metrics()
+            .streams_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let mut entries = lock(&self.inner.entries);
         if let Some(entry) = entries.get_mut(&self.channel) {
             // only count down the entry this watcher joined, not a newer one
@@ -281,6 +293,7 @@ impl Inner {
         };
         let delivery = Arc::new(Delivery { seq, term });
         *latest = Some(delivery.clone());
+        Metrics::add(&self.store.metrics().events_received, 1);
         // no receivers is fine: the last stream may be leaving
         let _ = entry.shared.tx.send(delivery);
     }
@@ -371,6 +384,7 @@ async fn subscriber(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Com
             Exit::Lost(why) => why,
         };
         first = false;
+        Metrics::add(&inner.store.metrics().pubsub_reconnects, 1);
         let channels = inner.all_channels();
         inner.set_ready(&channels, false);
         tracing::warn!(reason = %lost, retry_in = ?backoff, "redis pub/sub connection lost; reconnecting");

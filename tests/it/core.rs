@@ -117,6 +117,7 @@ async fn replicas_answer_identically_and_elections_are_independent() {
 async fn with_no_redis_configured_a_private_one_is_started_and_stopped() {
     let mut s = electiond::config::Settings::defaults();
     s.listen_addr = "127.0.0.1:0".parse().unwrap();
+    s.metrics_addr = None;
     assert!(s.redis_url.is_none());
     let replica = Replica::start(s).await;
     let mut c = replica.client("solo", "c1").await;

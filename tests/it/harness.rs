@@ -147,6 +147,7 @@ pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
     s.listen_addr = "127.0.0.1:0".parse().expect("addr");
     s.redis_timeout_ms = 500;
     s.lease_ttl_ms = 0;
+    s.metrics_addr = None;
     s
 }
 

@@ -6,3 +6,4 @@ mod bench;
 mod core;
 mod events;
 mod leases;
+mod ops;

@@ -124,6 +124,7 @@ async fn run(args: Args) -> Result<Report, String> {
         timeout: Duration::from_secs(2),
         lease_ttl_ms: 10_000,
         max_candidates: 10_000,
+        metrics: Default::default(),
     })
     .map_err(|e| e.to_string())?;
 

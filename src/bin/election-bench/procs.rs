@@ -74,6 +74,7 @@ pub async fn start_replica(
         .env("ELECTION_REDIS_URL", redis_url)
         .env("ELECTION_KEY_PREFIX", prefix)
         .env("ELECTION_LOG_LEVEL", "warn")
+        .env("ELECTION_METRICS_ADDR", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
