@@ -9,13 +9,22 @@ use serde::Deserialize;
 /// Everything `electiond` can be configured with. See the README for the table of variables.
 /// Its `Debug` output hides secrets (tokens, passwords in the Redis URL).
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The TOML file read before the environment (`ELECTION_CONFIG`); unknown keys and
+    /// unknown `ELECTION_*` variables are errors, so a typo cannot go unnoticed.
+    #[serde(default)]
+    pub config: Option<String>,
     /// gRPC listen address (`ELECTION_LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
     /// Redis URL (`ELECTION_REDIS_URL`), e.g. `redis://127.0.0.1:6379/0`. When empty, a private
     /// `redis-server` is started on a free local port and stopped on exit.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// PEM CA certificate to verify a `rediss://` Redis with, instead of the system's roots
+    /// (`ELECTION_REDIS_CA_CERT`).
+    #[serde(default)]
+    pub redis_ca_cert: Option<String>,
     /// Program started for the private Redis (`ELECTION_REDIS_SERVER_BIN`).
     pub redis_server_bin: String,
     /// Prefix of every Redis key and channel this service uses (`ELECTION_KEY_PREFIX`).
@@ -117,6 +126,13 @@ log_format = "text"
 log_level = "info"
 "#;
 
+fn environment(vars: Option<std::collections::HashMap<String, String>>) -> config::Environment {
+    config::Environment::with_prefix("ELECTION")
+        .prefix_separator("_")
+        .try_parsing(true)
+        .source(vars)
+}
+
 /// Why the settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -143,11 +159,18 @@ impl Settings {
         let raw = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
             .add_source(config::File::with_name(&file).required(required))
-            .add_source(
-                config::Environment::with_prefix("ELECTION")
-                    .prefix_separator("_")
-                    .try_parsing(true),
-            )
+            .add_source(environment(None))
+            .build()?;
+        let settings: Settings = raw.try_deserialize()?;
+        settings.validate()
+    }
+
+    /// Defaults overridden by the given `ELECTION_*` variables instead of the process's
+    /// environment: what a deployment file's `environment:` section would produce.
+    pub fn from_vars(vars: std::collections::HashMap<String, String>) -> Result<Self, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(environment(Some(vars)))
             .build()?;
         let settings: Settings = raw.try_deserialize()?;
         settings.validate()
@@ -260,6 +283,14 @@ mod tests {
             "{shown}"
         );
         assert_eq!(s.tokens(), vec!["tok-1", "tok-2"]);
+    }
+
+    #[test]
+    fn unknown_variables_are_errors() {
+        let vars = |k: &str, v: &str| [(k.to_owned(), v.to_owned())].into_iter().collect();
+        assert!(Settings::from_vars(vars("ELECTION_REDIS_ULR", "redis://x")).is_err());
+        let ok = Settings::from_vars(vars("ELECTION_REDIS_URL", "redis://x")).expect("valid");
+        assert_eq!(ok.redis_url.as_deref(), Some("redis://x"));
     }
 
     #[test]

@@ -114,8 +114,16 @@ pub async fn run(
         }
     };
     let metrics = Arc::new(Metrics::default());
+    let ca_cert = match &settings.redis_ca_cert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| RunError::Tls(format!("cannot read redis CA {path}: {e}")))?,
+        ),
+        None => None,
+    };
     let store = Store::new(&StoreConfig {
         url,
+        ca_cert,
         key_prefix: settings.key_prefix.clone(),
         pool_size: settings.redis_pool_size,
         timeout: settings.redis_timeout(),

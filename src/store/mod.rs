@@ -83,8 +83,10 @@ impl Op<'_> {
 /// Settings the store needs.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `redis://` URL.
+    /// `redis://` or `rediss://` URL.
     pub url: String,
+    /// PEM CA certificate for `rediss://`, instead of the system's roots.
+    pub ca_cert: Option<Vec<u8>>,
     /// Key and channel prefix.
     pub key_prefix: String,
     /// Pooled command connections.
@@ -151,8 +153,18 @@ impl Store {
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
-        let manager = pool::Manager::new(config.url.as_str(), conn_config)?;
-        let client = redis::Client::open(config.url.as_str())?;
+        let client = match &config.ca_cert {
+            Some(ca) => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            None => redis::Client::open(config.url.as_str())?,
+        };
+        // the connection info carries the TLS settings, so pooled connections use them too
+        let manager = pool::Manager::new(client.get_connection_info().clone(), conn_config)?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.timeout))

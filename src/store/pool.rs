@@ -23,9 +23,12 @@ pub struct Manager {
 
 impl Manager {
     /// A manager for `url` with the given connection settings.
-    pub fn new(url: &str, config: redis::AsyncConnectionConfig) -> Result<Self, RedisError> {
+    pub fn new(
+        info: redis::ConnectionInfo,
+        config: redis::AsyncConnectionConfig,
+    ) -> Result<Self, RedisError> {
         Ok(Self {
-            inner: deadpool_redis::Manager::new_with_config(url, config)?,
+            inner: deadpool_redis::Manager::new_with_config(info, config)?,
         })
     }
 }

@@ -392,3 +392,74 @@ async fn a_call_past_its_deadline_gets_deadline_exceeded_instead_of_waiting() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn redis_over_tls_is_verified_against_the_configured_ca() {
+    let dir = std::env::temp_dir().join(format!("electiond-rtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    std::fs::write(dir.join("redis.crt"), key.cert.pem()).unwrap();
+    std::fs::write(dir.join("redis.key"), key.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let _redis = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(dir.join("redis.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.join("redis.key"))
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server starts");
+    wait_for(|| async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+
+    let mut s = electiond::config::Settings::defaults();
+    s.listen_addr = "127.0.0.1:0".parse().unwrap();
+    s.metrics_addr = None;
+    s.key_prefix = prefix("rtls");
+    s.redis_url = Some(format!("rediss://127.0.0.1:{port}"));
+    s.redis_ca_cert = Some(dir.join("redis.crt").display().to_string());
+    let replica = Replica::start(s).await;
+    let mut c = replica.client("t", "c1").await;
+    wait_for(|| async { c.clone().get_term().await.is_ok() }).await;
+    assert_eq!(c.enter().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+    let mut w = c.watch().await.expect("pub/sub over TLS");
+    c.acting_as("t", "c2").enter().await.unwrap();
+    assert_eq!(w.next().await.candidates, vec!["c1", "c2"]);
+
+    // without the CA, the self-signed certificate is not trusted: nothing gets through
+    let mut s = electiond::config::Settings::defaults();
+    s.listen_addr = "127.0.0.1:0".parse().unwrap();
+    s.metrics_addr = None;
+    s.redis_timeout_ms = 300;
+    s.redis_url = Some(format!("rediss://127.0.0.1:{port}"));
+    let untrusting = Replica::start(s).await;
+    expect_code(
+        untrusting.client("t", "c3").await.enter().await,
+        Code::Unavailable,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

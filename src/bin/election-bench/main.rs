@@ -119,6 +119,7 @@ async fn run(args: Args) -> Result<Report, String> {
     let pids: Vec<u32> = replicas.iter().filter_map(|(p, _)| p.pid()).collect();
     let store = Store::new(&StoreConfig {
         url: redis_url.clone(),
+        ca_cert: None,
         key_prefix: format!("{prefix}-direct"),
         pool_size: 16,
         timeout: Duration::from_secs(2),

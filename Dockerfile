@@ -1,0 +1,18 @@
+# Build stage: the whole workspace, release build of the service binary only.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin electiond
+
+# Runtime stage: a small Debian with CA roots (for rediss://), running as a non-root user.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home electiond
+COPY --from=build /src/target/release/electiond /usr/local/bin/electiond
+USER 10001
+ENV ELECTION_LISTEN_ADDR=0.0.0.0:5678 \
+    ELECTION_METRICS_ADDR=0.0.0.0:9090
+EXPOSE 5678 9090
+ENTRYPOINT ["/usr/local/bin/electiond"]
