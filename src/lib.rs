@@ -251,8 +251,22 @@ async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
-    use proto::atomix::primitive::election::leader_election_service_server::LeaderElectionServiceServer;
-    use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
+    use proto::atomix::primitive::election::leader_election_service_server::LeaderElectionServiceServer as E;
+    use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer as P;
+    use tonic::server::NamedService;
+    let names = [
+        "",
+        <E<grpc::ElectionService> as NamedService>::NAME,
+        <P<grpc::PrimitiveService> as NamedService>::NAME,
+    ];
+    let set = |status: ServingStatus| {
+        let reporter = reporter.clone();
+        async move {
+            for name in names {
+                reporter.set_service_status(name, status).await;
+            }
+        }
+    };
     let mut last = None;
     loop {
         let status = match state.store.ping().await {
@@ -268,19 +282,7 @@ async fn watch_health(
             if status == ServingStatus::Serving && last.is_some() {
                 tracing::info!("redis answers again: health is SERVING");
             }
-            reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status(
-                    <LeaderElectionServiceServer<grpc::ElectionService> as tonic::server::NamedService>::NAME,
-                    status,
-                )
-                .await;
-            reporter
-                .set_service_status(
-                    <PrimitiveServiceServer<grpc::PrimitiveService> as tonic::server::NamedService>::NAME,
-                    status,
-                )
-                .await;
+            set(status).await;
             last = Some(status);
         }
         tokio::select! {
@@ -288,7 +290,6 @@ async fn watch_health(
             _ = store::stopped(&mut stop) => break,
         }
     }
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    // shutting down: a load balancer probing health stops sending calls here
+    set(ServingStatus::NotServing).await;
 }

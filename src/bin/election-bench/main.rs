@@ -136,49 +136,9 @@ async fn run(args: Args) -> Result<Report, String> {
 
     if want("writes") {
         let e = args.elections;
-        let grpc = drive(
-            "writes: Enter/Withdraw via gRPC",
-            args.clients,
-            duration,
-            |k| {
-                let c = Grpc::new(channels[k % channels.len()].clone());
-                let id = format!("c{k}");
-                Box::new(move |i| {
-                    let name = format!("w-{}", (k * 7919 + (i as usize) / 2) % e);
-                    let enter = i % 2 == 0;
-                    let id = id.clone();
-                    let mut c = c.clone();
-                    Box::pin(async move { grpc_enter_withdraw(&mut c, &name, &id, enter).await })
-                })
-            },
-        )
-        .await;
-        let direct = drive(
-            "writes: same scripts, straight on Redis",
-            args.clients,
-            duration,
-            |k| {
-                let store = store.clone();
-                let id = member(&format!("c{k}"));
-                Box::new(move |i| {
-                    let name = election(&format!("w-{}", (k * 7919 + (i as usize) / 2) % e));
-                    let op = if i % 2 == 0 { Op::Enter } else { Op::Withdraw };
-                    let store = store.clone();
-                    let id = id.clone();
-                    Box::pin(async move {
-                        store
-                            .apply(&name, Some(&id), op)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    })
-                })
-            },
-        )
-        .await;
-        report
-            .loads
-            .push(Load::new("writes", args.clients, grpc, Some(direct)));
+        let name_of = move |k: usize, i: u64| format!("w-{}", (k * 7919 + (i as usize) / 2) % e);
+        let load = enter_withdraw("writes", &args, &channels, &store, duration, name_of).await;
+        report.loads.push(load);
     }
 
     if want("reads") {
@@ -209,14 +169,7 @@ async fn run(args: Args) -> Result<Report, String> {
                 let store = store.clone();
                 Box::new(move |i| {
                     let name = election(&format!("r-{}", (k * 7919 + i as usize) % e));
-                    let store = store.clone();
-                    Box::pin(async move {
-                        store
-                            .apply(&name, None, Op::GetTerm)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    })
+                    direct(&store, name, None, Op::GetTerm)
                 })
             },
         )
@@ -227,48 +180,9 @@ async fn run(args: Args) -> Result<Report, String> {
     }
 
     if want("contention") {
-        let grpc = drive(
-            "contention: one election via gRPC",
-            args.clients,
-            duration,
-            |k| {
-                let c = Grpc::new(channels[k % channels.len()].clone());
-                let id = format!("c{k}");
-                Box::new(move |i| {
-                    let mut c = c.clone();
-                    let id = id.clone();
-                    Box::pin(
-                        async move { grpc_enter_withdraw(&mut c, "hot", &id, i % 2 == 0).await },
-                    )
-                })
-            },
-        )
-        .await;
-        let direct = drive(
-            "contention: straight on Redis",
-            args.clients,
-            duration,
-            |k| {
-                let store = store.clone();
-                let id = member(&format!("c{k}"));
-                let name = election("hot");
-                Box::new(move |i| {
-                    let op = if i % 2 == 0 { Op::Enter } else { Op::Withdraw };
-                    let (store, id, name) = (store.clone(), id.clone(), name.clone());
-                    Box::pin(async move {
-                        store
-                            .apply(&name, Some(&id), op)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    })
-                })
-            },
-        )
-        .await;
-        report
-            .loads
-            .push(Load::new("contention", args.clients, grpc, Some(direct)));
+        let name_of = |_: usize, _: u64| "hot".to_owned();
+        let load = enter_withdraw("contention", &args, &channels, &store, duration, name_of).await;
+        report.loads.push(load);
     }
 
     if want("fanout") {
@@ -276,6 +190,56 @@ async fn run(args: Args) -> Result<Report, String> {
     }
     report.replicas = replica_figures(&redis_url, &pids).await;
     Ok(report)
+}
+
+/// Each client alternates Enter and Withdraw on the election `name_of(client, call)`: first
+/// through gRPC, then with the same scripts straight on Redis.
+async fn enter_withdraw(
+    scenario: &str,
+    args: &Args,
+    channels: &[Channel],
+    store: &Store,
+    duration: Duration,
+    name_of: impl Fn(usize, u64) -> String + Copy + Send + 'static,
+) -> Load {
+    let label = format!("{scenario}: Enter/Withdraw via gRPC");
+    let grpc = drive(&label, args.clients, duration, |k| {
+        let c = Grpc::new(channels[k % channels.len()].clone());
+        let id = format!("c{k}");
+        Box::new(move |i| {
+            let (mut c, id, name) = (c.clone(), id.clone(), name_of(k, i));
+            Box::pin(async move { grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await })
+        })
+    })
+    .await;
+    let label = format!("{scenario}: same scripts, straight on Redis");
+    let direct = drive(&label, args.clients, duration, |k| {
+        let store = store.clone();
+        let id = member(&format!("c{k}"));
+        Box::new(move |i| {
+            let op = if i % 2 == 0 { Op::Enter } else { Op::Withdraw };
+            direct(&store, election(&name_of(k, i)), Some(id.clone()), op)
+        })
+    })
+    .await;
+    Load::new(scenario, args.clients, grpc, Some(direct))
+}
+
+/// One operation straight on Redis through the service's store.
+fn direct(
+    store: &Store,
+    name: ElectionName,
+    id: Option<MemberId>,
+    op: Op<'static>,
+) -> BoxFuture<'static, Result<(), String>> {
+    let store = store.clone();
+    Box::pin(async move {
+        store
+            .apply(&name, id.as_ref(), op)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn election(name: &str) -> ElectionName {
@@ -358,14 +322,12 @@ async fn populate_direct(store: &Store, elections: usize) -> Result<(), String> 
     let holder = member("holder");
     let results: Vec<Result<(), String>> = futures::stream::iter(0..elections)
         .map(|i| {
-            let (store, holder) = (store.clone(), holder.clone());
-            async move {
-                store
-                    .apply(&election(&format!("r-{i}")), Some(&holder), Op::Enter)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
+            direct(
+                store,
+                election(&format!("r-{i}")),
+                Some(holder.clone()),
+                Op::Enter,
+            )
         })
         .buffer_unordered(64)
         .collect()
