@@ -34,6 +34,9 @@ pub struct Settings {
     /// Upper bound for one Redis round trip, connection set-up included
     /// (`ELECTION_REDIS_TIMEOUT_MS`). A call that would take longer fails with `UNAVAILABLE`.
     pub redis_timeout_ms: u64,
+    /// Replicas that must confirm a change (Redis `WAIT`) before it is acknowledged
+    /// (`ELECTION_REDIS_WAIT_REPLICAS`); 0 acknowledges once the primary has it.
+    pub redis_wait_replicas: u32,
     /// Longest election name, in bytes (`ELECTION_MAX_NAME_BYTES`).
     pub max_name_bytes: usize,
     /// Longest client or candidate id, in bytes (`ELECTION_MAX_ID_BYTES`).
@@ -114,6 +117,7 @@ redis_server_bin = "redis-server"
 key_prefix = "electiond"
 redis_pool_size = 16
 redis_timeout_ms = 1000
+redis_wait_replicas = 0
 max_name_bytes = 1024
 max_id_bytes = 1024
 max_candidates = 10000

@@ -124,6 +124,7 @@ pub async fn run(
     let store = Store::new(&StoreConfig {
         url,
         ca_cert,
+        wait_replicas: settings.redis_wait_replicas,
         key_prefix: settings.key_prefix.clone(),
         pool_size: settings.redis_pool_size,
         timeout: settings.redis_timeout(),

@@ -29,6 +29,13 @@ impl From<StoreError> for Status {
                 tracing::warn!(error = %e, "redis unavailable");
                 Status::unavailable("the election store is unavailable; retry with backoff")
             }
+            StoreError::NotReplicated { .. } => {
+                tracing::warn!(error = %e, "change not confirmed by redis replicas");
+                Status::unavailable(
+                    "the change was not confirmed by enough replicas in time and may or may not \
+                     persist; re-read the term and retry",
+                )
+            }
             StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "unexpected data in redis");
                 Status::internal("internal error")

@@ -42,6 +42,14 @@ pub enum StoreError {
     /// Redis did not answer within the configured timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// Fewer replicas than required confirmed a change in time (the primary has it).
+    #[error("only {got} of {want} redis replicas confirmed the change in time")]
+    NotReplicated {
+        /// Replicas that confirmed.
+        got: u64,
+        /// Replicas required.
+        want: u32,
+    },
     /// Redis holds or returned something this service did not write.
     #[error("unexpected data from redis: {0}")]
     Corrupt(String),
@@ -97,6 +105,8 @@ pub struct StoreConfig {
     pub lease_ttl_ms: u64,
     /// Most candidates per election.
     pub max_candidates: usize,
+    /// Replicas that must confirm each change (`WAIT`); 0: none.
+    pub wait_replicas: u32,
     /// Where Redis errors and lease expiries are counted.
     pub metrics: Arc<Metrics>,
 }
@@ -112,6 +122,7 @@ pub struct Store {
     pool_size: usize,
     lease_ttl_ms: u64,
     max_candidates: usize,
+    wait_replicas: u32,
     metrics: Arc<Metrics>,
 }
 
@@ -181,6 +192,7 @@ impl Store {
             timeout: config.timeout,
             pool_size: config.pool_size,
             metrics: config.metrics.clone(),
+            wait_replicas: config.wait_replicas,
             lease_ttl_ms: config.lease_ttl_ms,
             max_candidates: config.max_candidates,
         })
@@ -249,7 +261,7 @@ impl Store {
             }
             _ => {}
         }
-        let (status, raw, expired): (String, Vec<u8>, u64) = self
+        let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
             .bounded(async {
                 // Pooled connections that broke since their last use (a Redis restart) fail at
                 // once and are discarded; an operation whose repetition changes nothing more is
@@ -262,7 +274,14 @@ impl Store {
                 };
                 loop {
                     let mut conn = self.pool.get().await?;
-                    let r = inv.invoke_async(&mut *conn).await;
+                    // with WAIT configured, the confirmation is asked on the same connection,
+                    // so it covers this script's writes
+                    let r = match inv.invoke_async(&mut *conn).await {
+                        Ok(reply) if self.wait_replicas > 0 => {
+                            self.wait(&mut conn).await.map(|acked| (reply, Some(acked)))
+                        }
+                        r => r.map(|reply| (reply, None)),
+                    };
                     match pool::check(conn, r) {
                         Err(e) if retries > 0 && pool::breaks_connection(&e) => retries -= 1,
                         r => return Ok(r?),
@@ -272,6 +291,12 @@ impl Store {
             .await?;
         if expired > 0 {
             Metrics::add(&self.metrics.lease_expiries, expired);
+        }
+        if let Some(got) = acked.filter(|got| *got < u64::from(self.wait_replicas)) {
+            return Err(StoreError::NotReplicated {
+                got,
+                want: self.wait_replicas,
+            });
         }
         match status.as_str() {
             "ok" => decode_term(&raw),
@@ -324,6 +349,17 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Asks Redis how many replicas have every write made so far on `conn` (`WAIT`), waiting
+    /// at most three quarters of the timeout for `wait_replicas` of them.
+    async fn wait(&self, conn: &mut pool::Conn) -> redis::RedisResult<u64> {
+        let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
+        redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(ms)
+            .query_async(&mut **conn)
+            .await
     }
 
     /// Lease TTL in ms (0: leases never expire).

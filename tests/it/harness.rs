@@ -23,6 +23,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     persistent: bool,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -43,19 +44,38 @@ impl RedisServer {
         Self::start_with(true).await
     }
 
+    /// A Redis replicating `primary`.
+    pub async fn start_replica_of(primary: &RedisServer) -> Self {
+        let mut s = Self::new(
+            false,
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port.to_string(),
+            ],
+        );
+        s.spawn().await;
+        s
+    }
+
     async fn start_with(persistent: bool) -> Self {
+        let mut server = Self::new(persistent, Vec::new());
+        server.spawn().await;
+        server
+    }
+
+    fn new(persistent: bool, extra: Vec<String>) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("electiond-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Self {
+        Self {
             child: None,
             port,
             dir,
             persistent,
-        };
-        server.spawn().await;
-        server
+            extra,
+        }
     }
 
     async fn spawn(&mut self) {
@@ -69,6 +89,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.extra);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())

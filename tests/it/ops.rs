@@ -463,3 +463,41 @@ async fn redis_over_tls_is_verified_against_the_configured_ca() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn with_wait_replicas_a_change_is_acknowledged_only_once_a_replica_has_it() {
+    let primary = RedisServer::start().await;
+    let mut replica_redis = RedisServer::start_replica_of(&primary).await;
+    // the replica is linked once the primary counts it
+    wait_for(|| async {
+        let mut c = primary.connection().await;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.contains("connected_slaves:1") && info.contains("state=online")
+    })
+    .await;
+    let mut s = settings(&primary, &prefix("wait"));
+    s.redis_wait_replicas = 1;
+    s.redis_timeout_ms = 600;
+    let replica = Replica::start(s).await;
+    let mut c = replica.client("w", "c1").await;
+    c.enter().await.expect("confirmed by the replica");
+    // the replica has it already when the call returns
+    let mut rc = replica_redis.connection().await;
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(term_key(&prefix("wait"), "w"))
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(raw.is_some_and(|r| r.contains("c1")));
+
+    // without a replica, changes are not acknowledged
+    replica_redis.stop().await;
+    let msg = expect_code(c.acting_as("w", "c2").enter().await, Code::Unavailable);
+    assert!(msg.contains("replicas"), "{msg}");
+    replica_redis.restart().await;
+    wait_for(|| async { c.clone().acting_as("w", "c3").enter().await.is_ok() }).await;
+}

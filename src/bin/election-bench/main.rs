@@ -120,6 +120,7 @@ async fn run(args: Args) -> Result<Report, String> {
     let store = Store::new(&StoreConfig {
         url: redis_url.clone(),
         ca_cert: None,
+        wait_replicas: 0,
         key_prefix: format!("{prefix}-direct"),
         pool_size: 16,
         timeout: Duration::from_secs(2),
