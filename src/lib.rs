@@ -201,6 +201,9 @@ pub async fn run(
     }
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = builder
+        .layer(tower::util::MapResponseLayer::new(
+            grpc::codec::oversize_is_resource_exhausted,
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -56,3 +56,63 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
         self.0.buffer_settings()
     }
 }
+
+/// tonic refuses a request over the message size limit with `OUT_OF_RANGE`; every other
+/// configured limit here answers `RESOURCE_EXHAUSTED` (as gRPC's other implementations do for
+/// an over-size message), so that refusal is rewritten to match, in the headers of a
+/// trailers-only response or in the trailers. Applied as a server layer.
+pub fn oversize_is_resource_exhausted(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    rewrite_oversize(response.headers_mut());
+    response.map(|body| tonic::body::Body::new(RewriteTrailers(body)))
+}
+
+fn rewrite_oversize(headers: &mut http::HeaderMap) {
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let oversize = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        // grpc-message is percent-encoded on the wire
+        .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if out_of_range && oversize {
+        // 8 is RESOURCE_EXHAUSTED
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+}
+
+/// A response body whose trailers go through [`rewrite_oversize`].
+struct RewriteTrailers(tonic::body::Body);
+
+impl http_body::Body for RewriteTrailers {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
+        polled.map(|frame| {
+            frame.map(|r| {
+                r.map(|f| match f.into_trailers() {
+                    Ok(mut trailers) => {
+                        rewrite_oversize(&mut trailers);
+                        http_body::Frame::trailers(trailers)
+                    }
+                    Err(data) => data,
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}

@@ -345,10 +345,12 @@ async fn limits_give_resource_exhausted() {
     drop(a);
     wait_for(|| async { c.clone().watch().await.is_ok() }).await;
 
-    // a request larger than the message limit: tonic refuses it before decoding, with
-    // OUT_OF_RANGE (its code for an over-size message)
+    // a request larger than the message limit is refused before it is decoded
     let big = "x".repeat(300);
-    let msg = expect_code(c.acting_as(&big, "w").enter().await, Code::OutOfRange);
+    let msg = expect_code(
+        c.acting_as(&big, "w").enter().await,
+        Code::ResourceExhausted,
+    );
     assert!(msg.contains("too large"), "{msg}");
 }
 
