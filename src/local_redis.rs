@@ -53,11 +53,6 @@ impl LocalRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// The port it listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Stops it and waits for it to exit.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;

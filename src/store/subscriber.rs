@@ -124,11 +124,6 @@ impl Hub {
         Self { inner }
     }
 
-    /// Number of elections this replica is subscribed to (or subscribing to).
-    pub fn watched(&self) -> usize {
-        lock(&self.inner.entries).len()
-    }
-
     /// Watches `election`: returns once the replica is subscribed to its channel, so that
     /// every change committed from then on reaches the watcher. While the watcher lives,
     /// `client`'s lease in the election (if it is a candidate) is kept refreshed. Fails with
