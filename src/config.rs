@@ -21,6 +21,14 @@ pub struct Settings {
     /// `redis-server` is started on a free local port and stopped on exit.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// Sentinels to ask for the master, comma-separated `redis://host:port`
+    /// (`ELECTION_REDIS_SENTINELS`); with `ELECTION_REDIS_SENTINEL_MASTER`, replaces
+    /// `ELECTION_REDIS_URL`.
+    #[serde(default)]
+    pub redis_sentinels: Option<String>,
+    /// The master's name in Sentinel (`ELECTION_REDIS_SENTINEL_MASTER`).
+    #[serde(default)]
+    pub redis_sentinel_master: Option<String>,
     /// PEM CA certificate to verify a `rediss://` Redis with, instead of the system's roots
     /// (`ELECTION_REDIS_CA_CERT`).
     #[serde(default)]
@@ -227,6 +235,15 @@ impl Settings {
                 *opt = None;
             }
         }
+        if self.redis_sentinels.is_some() != self.redis_sentinel_master.is_some() {
+            return invalid(
+                "redis_sentinels/redis_sentinel_master",
+                "set both, or neither",
+            );
+        }
+        if self.redis_sentinels.is_some() && self.redis_url.is_some() {
+            return invalid("redis_url", "set either a Redis URL or Sentinels, not both");
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both, or neither");
         }
@@ -244,6 +261,18 @@ impl Settings {
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The Sentinel URLs, when Sentinel mode is configured.
+    pub fn sentinels(&self) -> Vec<String> {
+        self.redis_sentinels
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
     }

@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::election::Limits;
 use crate::local_redis::{LocalRedis, LocalRedisError};
 use crate::metrics::Metrics;
-use crate::store::{Hub, Store, StoreConfig, StoreError};
+use crate::store::{Hub, Source, Store, StoreConfig, StoreError};
 
 /// The generated protobuf and gRPC code.
 #[allow(missing_docs, clippy::all)]
@@ -99,9 +99,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let mut local = None;
-    let url = match &settings.redis_url {
-        Some(url) => url.clone(),
-        None => {
+    let source = match (&settings.redis_url, &settings.redis_sentinel_master) {
+        (Some(url), _) => Source::Url(url.clone()),
+        (None, Some(master)) => Source::Sentinel {
+            sentinels: settings.sentinels(),
+            master: master.clone(),
+        },
+        (None, None) => {
             let redis = LocalRedis::start(&settings.redis_server_bin).await?;
             tracing::warn!(
                 url = %redis.url(),
@@ -110,7 +114,7 @@ pub async fn run(
             );
             let url = redis.url();
             local = Some(redis);
-            url
+            Source::Url(url)
         }
     };
     let metrics = Arc::new(Metrics::default());
@@ -122,7 +126,7 @@ pub async fn run(
         None => None,
     };
     let store = Store::new(&StoreConfig {
-        url,
+        source,
         ca_cert,
         wait_replicas: settings.redis_wait_replicas,
         key_prefix: settings.key_prefix.clone(),

@@ -88,11 +88,32 @@ impl Op<'_> {
     }
 }
 
+/// Where Redis is.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// One Redis: a `redis://` or `rediss://` URL.
+    Url(String),
+    /// The master of a Sentinel-monitored group, found anew on every connection.
+    Sentinel {
+        /// Sentinel URLs (`redis://host:port`).
+        sentinels: Vec<String>,
+        /// The master's name in Sentinel.
+        master: String,
+    },
+}
+
+/// Hands out clients for the current master.
+#[derive(Clone)]
+enum Target {
+    Direct(Box<redis::Client>),
+    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
 /// Settings the store needs.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `redis://` or `rediss://` URL.
-    pub url: String,
+    /// Where Redis is.
+    pub source: Source,
     /// PEM CA certificate for `rediss://`, instead of the system's roots.
     pub ca_cert: Option<Vec<u8>>,
     /// Key and channel prefix.
@@ -115,7 +136,7 @@ pub struct StoreConfig {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
-    client: redis::Client,
+    target: Target,
     scripts: std::sync::Arc<Scripts>,
     keys: Keys,
     timeout: Duration,
@@ -164,18 +185,37 @@ impl Store {
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
-        let client = match &config.ca_cert {
-            Some(ca) => redis::Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            )?,
-            None => redis::Client::open(config.url.as_str())?,
+        let (target, manager) = match &config.source {
+            Source::Url(url) => {
+                let client = match &config.ca_cert {
+                    Some(ca) => redis::Client::build_with_tls(
+                        url.as_str(),
+                        redis::TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(ca.clone()),
+                        },
+                    )?,
+                    None => redis::Client::open(url.as_str())?,
+                };
+                // the connection info carries the TLS settings, so pooled connections use them
+                let manager =
+                    pool::Manager::direct(client.get_connection_info().clone(), conn_config)?;
+                (Target::Direct(Box::new(client)), manager)
+            }
+            Source::Sentinel { sentinels, master } => {
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    master.clone(),
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )?;
+                let manager = pool::Manager::sentinel(sentinels, master)?;
+                (
+                    Target::Sentinel(Arc::new(tokio::sync::Mutex::new(client))),
+                    manager,
+                )
+            }
         };
-        // the connection info carries the TLS settings, so pooled connections use them too
-        let manager = pool::Manager::new(client.get_connection_info().clone(), conn_config)?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.timeout))
@@ -186,7 +226,7 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("cannot build the redis pool: {e}")))?;
         Ok(Self {
             pool,
-            client,
+            target,
             scripts: std::sync::Arc::new(Scripts::new()),
             keys: Keys::new(&config.key_prefix),
             timeout: config.timeout,
@@ -203,9 +243,18 @@ impl Store {
         &self.keys
     }
 
-    /// A client for connections outside the pool (the pub/sub subscriber).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// A client for the current master, for connections outside the pool (the pub/sub
+    /// subscriber); with Sentinel, asked anew each time.
+    pub async fn master(&self) -> redis::RedisResult<redis::Client> {
+        match &self.target {
+            Target::Direct(c) => Ok((**c).clone()),
+            Target::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
+    }
+
+    /// Whether the master can move (Sentinel), so long-lived connections must check where it is.
+    pub fn master_can_move(&self) -> bool {
+        matches!(self.target, Target::Sentinel(_))
     }
 
     /// The bound on one Redis round trip.

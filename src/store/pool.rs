@@ -16,20 +16,35 @@ use redis::RedisError;
 /// How recently a connection must have been taken for its recycle to skip the PING.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
-/// Creates connections like deadpool-redis, recycles them more cheaply.
-pub struct Manager {
-    inner: deadpool_redis::Manager,
+/// Creates connections like deadpool-redis (to one Redis, or to the master that Sentinel
+/// names at the time), recycles them more cheaply.
+pub enum Manager {
+    /// One Redis.
+    Direct(deadpool_redis::Manager),
+    /// The current master of a Sentinel-monitored group.
+    Sentinel(deadpool_redis::sentinel::Manager),
 }
 
 impl Manager {
-    /// A manager for `url` with the given connection settings.
-    pub fn new(
+    /// A manager for one Redis with the given connection settings.
+    pub fn direct(
         info: redis::ConnectionInfo,
         config: redis::AsyncConnectionConfig,
     ) -> Result<Self, RedisError> {
-        Ok(Self {
-            inner: deadpool_redis::Manager::new_with_config(info, config)?,
-        })
+        Ok(Self::Direct(deadpool_redis::Manager::new_with_config(
+            info, config,
+        )?))
+    }
+
+    /// A manager for the master named `master` by `sentinels`.
+    pub fn sentinel(sentinels: &[String], master: &str) -> Result<Self, RedisError> {
+        let m = deadpool_redis::sentinel::Manager::new(
+            sentinels.to_vec(),
+            master.to_owned(),
+            None,
+            deadpool_redis::sentinel::SentinelServerType::Master,
+        )?;
+        Ok(Self::Sentinel(m))
     }
 }
 
@@ -38,7 +53,10 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        managed::Manager::create(&self.inner).await
+        match self {
+            Manager::Direct(m) => managed::Manager::create(m).await,
+            Manager::Sentinel(m) => managed::Manager::create(m).await,
+        }
     }
 
     async fn recycle(
@@ -49,7 +67,10 @@ impl managed::Manager for Manager {
         if metrics.last_used() < TRUSTED_FOR {
             return Ok(());
         }
-        managed::Manager::recycle(&self.inner, conn, metrics).await
+        match self {
+            Manager::Direct(m) => managed::Manager::recycle(m, conn, metrics).await,
+            Manager::Sentinel(m) => managed::Manager::recycle(m, conn, metrics).await,
+        }
     }
 }
 
@@ -60,8 +81,13 @@ pub type Pool = managed::Pool<Manager>;
 pub type Conn = managed::Object<Manager>;
 
 /// Whether an error means the connection itself is unusable (as opposed to a script error).
+/// `READONLY` counts: the connection leads to a former master that a failover demoted.
 pub fn breaks_connection(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code() == Some("READONLY")
 }
 
 /// Takes a connection out of the pool for good when `result` shows it broken.

@@ -404,7 +404,12 @@ async fn serve(
     first: bool,
 ) -> Exit {
     let timeout = inner.store.timeout();
-    let pubsub = bounded("connect", timeout, inner.store.client().get_async_pubsub()).await;
+    let master = match bounded("find master", timeout, inner.store.master()).await {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let connected_to = master.get_connection_info().addr().to_string();
+    let pubsub = bounded("connect", timeout, master.get_async_pubsub()).await;
     let (mut sink, mut messages) = match pubsub {
         Ok(p) => p.split(),
         Err(e) => return e,
@@ -427,7 +432,13 @@ async fn serve(
     *backoff = BACKOFF_MIN;
 
     let mut stop = inner.stop.clone();
-    let mut ping = tokio::time::interval(PING_EVERY);
+    // with Sentinel the check also looks for a moved master, so it runs more often
+    let every = if inner.store.master_can_move() {
+        PING_EVERY / 5
+    } else {
+        PING_EVERY
+    };
+    let mut ping = tokio::time::interval(every);
     ping.reset();
     loop {
         tokio::select! {
@@ -476,6 +487,16 @@ async fn serve(
             _ = ping.tick() => {
                 if let Err(e) = bounded("ping", timeout, sink.ping::<redis::Value>()).await {
                     return e;
+                }
+                // after a Sentinel failover the old master may live on as a replica: follow
+                // the master, and catch up on what was missed while it moved
+                if inner.store.master_can_move() {
+                    if let Ok(Ok(m)) = tokio::time::timeout(timeout, inner.store.master()).await {
+                        let now = m.get_connection_info().addr().to_string();
+                        if now != connected_to {
+                            return Exit::Lost(format!("master moved from {connected_to} to {now}"));
+                        }
+                    }
                 }
             }
             _ = stopped(&mut stop) => return Exit::Stop,

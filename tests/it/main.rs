@@ -8,3 +8,4 @@ mod core;
 mod events;
 mod leases;
 mod ops;
+mod sentinel;

@@ -118,7 +118,7 @@ async fn run(args: Args) -> Result<Report, String> {
     };
     let pids: Vec<u32> = replicas.iter().filter_map(|(p, _)| p.pid()).collect();
     let store = Store::new(&StoreConfig {
-        url: redis_url.clone(),
+        source: electiond::store::Source::Url(redis_url.clone()),
         ca_cert: None,
         wait_replicas: 0,
         key_prefix: format!("{prefix}-direct"),

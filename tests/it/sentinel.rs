@@ -1,0 +1,160 @@
+//! Sentinel: a failover under load with WAIT loses no acknowledged change, the replica follows
+//! the new master without a restart, and watchers converge on what it holds.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::core::wait_for;
+use crate::harness::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Three sentinels watching `primary` as "elect"; killed when dropped.
+async fn sentinels(primary: &RedisServer) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "electiond-sentinel-{}-{}",
+        std::process::id(),
+        primary.port
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut children = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor elect 127.0.0.1 {} 2\n\
+                 sentinel down-after-milliseconds elect 1000\n\
+                 sentinel failover-timeout elect 5000\n",
+                dir.display(),
+                primary.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        children.push(child);
+        ports.push(port);
+    }
+    (children, ports, dir)
+}
+
+async fn sentinel_cmd<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let mut cmd = redis::cmd("SENTINEL");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut c).await
+}
+
+#[tokio::test]
+async fn a_failover_under_load_loses_no_acknowledged_change() {
+    let primary = RedisServer::start().await;
+    let replica_redis = RedisServer::start_replica_of(&primary).await;
+    let (_sentinels, ports, dir) = sentinels(&primary).await;
+    // every sentinel knows the replica, so a failover has somewhere to go
+    for &p in &ports {
+        wait_for(|| async move {
+            sentinel_cmd::<Vec<redis::Value>>(p, &["REPLICAS", "elect"])
+                .await
+                .is_ok_and(|r| r.len() == 1)
+        })
+        .await;
+    }
+
+    let mut s = settings(&primary, &prefix("sentinel"));
+    s.redis_url = None;
+    s.redis_sentinels = Some(
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    s.redis_sentinel_master = Some("elect".into());
+    s.redis_wait_replicas = 1;
+    let replica = Replica::start(s).await;
+    let mut w = replica.client("job", "").await.watch().await.unwrap();
+
+    // load: clients enter one after another; each acknowledged Enter is recorded
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let c = replica.client("job", "").await;
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("w{i}");
+                // UNAVAILABLE is expected while the failover settles; only successes count
+                if c.acting_as("job", &id).enter().await.is_ok() {
+                    acked.lock().unwrap().insert(id);
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    wait_for(|| async { acked.lock().unwrap().len() >= 10 }).await;
+    let _: String = sentinel_cmd(ports[0], &["FAILOVER", "elect"])
+        .await
+        .expect("failover starts");
+    // the replica is promoted...
+    wait_for(|| async {
+        sentinel_cmd::<Vec<String>>(ports[0], &["GET-MASTER-ADDR-BY-NAME", "elect"])
+            .await
+            .is_ok_and(|a| a.get(1) == Some(&replica_redis.port.to_string()))
+    })
+    .await;
+    // ...and once Sentinel has turned the old primary into the new primary's replica (it does
+    // so on its next look at it, within about ten seconds), the service acknowledges changes
+    // again, without a restart. Until then WAIT cannot be satisfied and calls fail: that is
+    // the point of ELECTION_REDIS_WAIT_REPLICAS.
+    let before = acked.lock().unwrap().len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while acked.lock().unwrap().len() < before + 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no acknowledged change after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+
+    let term = replica.client("job", "").await.get_term().await.unwrap();
+    let held: HashSet<String> = term.candidates.iter().cloned().collect();
+    let acked = acked.lock().unwrap().clone();
+    let lost: Vec<_> = acked.difference(&held).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost in the failover: {lost:?}"
+    );
+
+    // the watcher ends on what the new master holds
+    let mut last = None;
+    while last.as_ref().map(T::brief) != Some(term.brief()) {
+        last = Some(w.next().await);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
