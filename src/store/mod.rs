@@ -278,11 +278,10 @@ impl Store {
             Op::Anoint(_) => &s.anoint,
             Op::Promote(_) => &s.promote,
             Op::Evict(_) => &s.evict,
-            Op::GetTerm => &s.get_term,
             Op::Restore(_) => &s.restore,
             Op::Create => &s.create,
             Op::Delete => &s.delete,
-            Op::Refresh(_) => &s.refresh,
+            Op::GetTerm | Op::Refresh(_) => &s.refresh,
         };
         let mut inv = script.prepare_invoke();
         inv.key(&keys.term)
