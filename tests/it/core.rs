@@ -561,19 +561,3 @@ async fn reflection_lists_the_services() {
         );
     }
 }
-
-/// Polls `check` until it holds, failing after a generous deadline.
-pub async fn wait_for<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached within 15 s");
-}

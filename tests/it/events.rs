@@ -5,22 +5,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use crate::core::wait_for;
 use crate::harness::*;
-
-fn t(id: u64, leader: &str, candidates: &[&str]) -> (u64, String, Vec<String>) {
-    (
-        id,
-        leader.to_owned(),
-        candidates.iter().map(|s| s.to_string()).collect(),
-    )
-}
-
-fn brief(seen: &[T]) -> Vec<(u64, String, Vec<String>)> {
-    seen.iter()
-        .map(|x| (x.id, x.leader.clone(), x.candidates.clone()))
-        .collect()
-}
 
 #[tokio::test]
 async fn watchers_on_two_replicas_see_the_worked_example_exactly() {
@@ -65,19 +50,19 @@ async fn watchers_on_two_replicas_see_the_worked_example_exactly() {
     c3.delete().await.unwrap();
 
     let expected = vec![
-        t(1, "c1", &["c1"]),
-        t(1, "c1", &["c1", "c2"]),
-        t(1, "c1", &["c1", "c2", "c3"]),
-        t(1, "c1", &["c1", "c3", "c2"]),
-        t(2, "c3", &["c3", "c1", "c2"]),
-        t(3, "c2", &["c2", "c3", "c1"]),
-        t(4, "c3", &["c3", "c1"]),
-        t(5, "c1", &["c1"]),
-        t(5, "c1", &["c1", "c2"]),
-        t(6, "c2", &["c2", "c1"]),
-        t(7, "c1", &["c1"]),
-        t(7, "", &[]),
-        t(0, "", &[]), // Delete: watchers are told the election is gone
+        state(1, &["c1"]),
+        state(1, &["c1", "c2"]),
+        state(1, &["c1", "c2", "c3"]),
+        state(1, &["c1", "c3", "c2"]),
+        state(2, &["c3", "c1", "c2"]),
+        state(3, &["c2", "c3", "c1"]),
+        state(4, &["c3", "c1"]),
+        state(5, &["c1"]),
+        state(5, &["c1", "c2"]),
+        state(6, &["c2", "c1"]),
+        state(7, &["c1"]),
+        state(7, &[]),
+        state(0, &[]), // Delete: watchers are told the election is gone
     ];
     for w in [&mut w1, &mut w2] {
         let mut seen = Vec::new();
@@ -128,9 +113,9 @@ async fn a_thousand_streams_on_three_replicas_all_see_every_change() {
         );
     }
     let expected = vec![
-        t(1, "w0", &["w0"]),
-        t(1, "w0", &["w0", "w1"]),
-        t(1, "w0", &["w0", "w1", "w2"]),
+        state(1, &["w0"]),
+        state(1, &["w0", "w1"]),
+        state(1, &["w0", "w1", "w2"]),
     ];
     assert_eq!(last.unwrap().brief(), (1, "w0", vec!["w0", "w1", "w2"]));
     let mut reading = Vec::new();
@@ -219,16 +204,10 @@ async fn a_change_missed_while_pubsub_was_cut_is_still_delivered() {
     c.enter().await.unwrap();
     assert_eq!(w.next().await.brief(), (1, "c1", vec!["c1"]));
 
-    // cut the replica's subscription, and change the election behind its back (a write that
-    // publishes nothing, as if the message were lost)
+    // change the election behind the replica's back (a write that publishes nothing, as if
+    // the message were lost), then cut its subscription: the change must arrive through the
+    // catch-up read after it reconnects. In this order the test does not race the reconnect.
     let mut conn = redis.connection().await;
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let key = term_key(&p, "cut");
     let raw: String = redis::cmd("GET")
         .arg(&key)
@@ -241,6 +220,17 @@ async fn a_change_missed_while_pubsub_was_cut_is_still_delivered() {
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg(&changed)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        w.try_next(Duration::from_millis(200)).await.is_none(),
+        "a silent write reaches no one by itself"
+    );
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
         .query_async(&mut conn)
         .await
         .unwrap();

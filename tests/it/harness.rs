@@ -26,7 +26,8 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     StdListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -488,17 +489,22 @@ impl Watch {
         })
     }
 
-    /// Events until `last` is seen (inclusive).
-    pub async fn until(&mut self, last: &T) -> Vec<T> {
+    /// Events until one matches `last` (inclusive).
+    pub async fn until_matching(&mut self, last: impl Fn(&T) -> bool) -> Vec<T> {
         let mut seen = Vec::new();
         loop {
             let t = self.next().await;
-            let done = t.brief() == last.brief();
+            let done = last(&t);
             seen.push(t);
             if done {
                 return seen;
             }
         }
+    }
+
+    /// Events until `last` is seen (inclusive).
+    pub async fn until(&mut self, last: &T) -> Vec<T> {
+        self.until_matching(|t| t.brief() == last.brief()).await
     }
 }
 
@@ -534,4 +540,36 @@ pub fn term_key(prefix: &str, election: &str) -> String {
     };
     let name = electiond::election::ElectionName::parse(election, &limits).expect("valid name");
     electiond::store::Keys::new(prefix).election(&name).term
+}
+
+/// Polls `check` until it holds, failing after a generous deadline.
+pub async fn wait_for<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within 15 s");
+}
+
+/// (id, leader, candidates) of each term, for comparing whole histories.
+pub fn brief(seen: &[T]) -> Vec<(u64, String, Vec<String>)> {
+    seen.iter()
+        .map(|x| (x.id, x.leader.clone(), x.candidates.clone()))
+        .collect()
+}
+
+/// The (id, leader, candidates) of a state whose leader is its first candidate.
+pub fn state(id: u64, candidates: &[&str]) -> (u64, String, Vec<String>) {
+    (
+        id,
+        candidates.first().map_or("", |c| c).to_owned(),
+        candidates.iter().map(|c| c.to_string()).collect(),
+    )
 }

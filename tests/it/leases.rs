@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::core::wait_for;
 use crate::harness::*;
 
 fn with_ttl(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> electiond::config::Settings {
@@ -22,20 +21,6 @@ fn keep_alive(c: &Client) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
-}
-
-fn brief(seen: &[T]) -> Vec<(u64, String, Vec<String>)> {
-    seen.iter()
-        .map(|x| (x.id, x.leader.clone(), x.candidates.clone()))
-        .collect()
-}
-
-fn term(id: u64, candidates: &[&str]) -> (u64, String, Vec<String>) {
-    (
-        id,
-        candidates.first().map_or("", |c| c).to_owned(),
-        candidates.iter().map(|c| c.to_string()).collect(),
-    )
 }
 
 #[tokio::test]
@@ -61,7 +46,11 @@ async fn a_leader_that_goes_silent_is_replaced_within_ttl_plus_one_second() {
     alive.abort();
     assert_eq!(
         brief(&seen),
-        vec![term(1, &["c1"]), term(1, &["c1", "c2"]), term(2, &["c2"])],
+        vec![
+            state(1, &["c1"]),
+            state(1, &["c1", "c2"]),
+            state(2, &["c2"])
+        ],
         "the silent leader was removed like a withdrawal: new leader, id + 1, an event"
     );
     // the contract's deadline, not a speed claim
@@ -140,15 +129,7 @@ async fn many_candidates_expiring_together_are_all_removed_with_one_event_per_ch
     }
     // everyone is silent now and nobody calls: only the sweepers can empty the elections
     for [mut a, mut b] in watches {
-        let mut seen_a = Vec::new();
-        loop {
-            let t = a.next().await;
-            let done = t.candidates.is_empty();
-            seen_a.push(t);
-            if done {
-                break;
-            }
-        }
+        let seen_a = a.until_matching(|t| t.candidates.is_empty()).await;
         let mut seen_b = Vec::new();
         for _ in 0..seen_a.len() {
             seen_b.push(b.next().await);
@@ -206,15 +187,7 @@ async fn sweeping_on_three_replicas_at_once_never_skips_or_repeats_an_id() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
-    let mut seen = Vec::new();
-    loop {
-        let t = w.next().await;
-        let done = t.candidates.is_empty();
-        seen.push(t);
-        if done {
-            break;
-        }
-    }
+    let seen = w.until_matching(|t| t.candidates.is_empty()).await;
     // entries and expiries interleave; across the whole history every candidate joins once
     // and leaves once, and the id rises by exactly one at each change of leader
     let mut joined = HashSet::new();

@@ -8,15 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Code;
 
-use crate::core::wait_for;
 use crate::harness::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 #[tokio::test]
 async fn sigterm_ends_streams_with_unavailable_and_the_process_exits_in_time() {

@@ -8,15 +8,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::core::wait_for;
 use crate::harness::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// Three sentinels watching `primary` as "elect"; killed when dropped.
 async fn sentinels(primary: &RedisServer) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
