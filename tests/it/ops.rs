@@ -475,7 +475,8 @@ async fn with_wait_replicas_a_change_is_acknowledged_only_once_a_replica_has_it(
     .await;
     let mut s = settings(&primary, &prefix("wait"));
     s.redis_wait_replicas = 1;
-    s.redis_timeout_ms = 600;
+    // room for a replica on a loaded machine to acknowledge (WAIT gets three quarters of it)
+    s.redis_timeout_ms = 3000;
     let replica = Replica::start(s).await;
     let mut c = replica.client("w", "c1").await;
     c.enter().await.expect("confirmed by the replica");

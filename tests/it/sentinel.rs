@@ -85,6 +85,8 @@ async fn a_failover_under_load_loses_no_acknowledged_change() {
     );
     s.redis_sentinel_master = Some("elect".into());
     s.redis_wait_replicas = 1;
+    // room for the replica to acknowledge on a loaded machine (WAIT gets three quarters)
+    s.redis_timeout_ms = 2000;
     let replica = Replica::start(s).await;
     let mut w = replica.client("job", "").await.watch().await.unwrap();
 
