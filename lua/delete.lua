@@ -10,5 +10,5 @@ redis.call('DEL', term_key, lease_key)
 redis.call('ZREM', index_key, election)
 local empty = { id = 0, rev = next_rev(s), ts = 0, tsn = 0, c = {} }
 local raw = encode(empty)
-redis.call('PUBLISH', channel, raw)
+redis.call(PUBLISH_COMMAND, channel, raw)
 return { 'ok', raw, 0 }

@@ -17,6 +17,10 @@
 -- the operation), status is "ok" or a rejection ("not_candidate", "too_many", "not_found"), and
 -- expired counts the candidates this execution removed because their lease ran out.
 --
+-- The store puts one line in front of the prelude: `local PUBLISH_COMMAND = '...'`, which is
+-- PUBLISH on one Redis (or Sentinel), and SPUBLISH (sharded pub/sub, Redis 7+) on a Redis
+-- Cluster, so that events travel only within the election's shard there.
+--
 -- Time is the Redis server's (TIME), never a replica's. "rev" orders the election's states for
 -- event delivery: it goes up with every change, by at least one, and is at least the current
 -- time in microseconds, so it keeps going up across Delete (which removes the keys).
@@ -142,7 +146,7 @@ local function commit(s, old_leader, keep_id)
   s.tsn = tonumber(clock[2]) * 1000
   local raw = encode(s)
   redis.call('SET', term_key, raw)
-  redis.call('PUBLISH', channel, raw)
+  redis.call(PUBLISH_COMMAND, channel, raw)
   return raw
 end
 

@@ -29,6 +29,11 @@ pub struct Settings {
     /// The master's name in Sentinel (`ELECTION_REDIS_SENTINEL_MASTER`).
     #[serde(default)]
     pub redis_sentinel_master: Option<String>,
+    /// Seed nodes of a Redis Cluster, comma-separated `redis://host:port` or
+    /// `rediss://user:password@host:port` (`ELECTION_REDIS_CLUSTER_NODES`); replaces
+    /// `ELECTION_REDIS_URL`. The first node's credentials and scheme apply to every node.
+    #[serde(default)]
+    pub redis_cluster_nodes: Option<String>,
     /// PEM CA certificate to verify a `rediss://` Redis with, instead of the system's roots
     /// (`ELECTION_REDIS_CA_CERT`).
     #[serde(default)]
@@ -85,6 +90,15 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen_addr", &self.listen_addr)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_sentinels", &self.sentinels())
+            .field(
+                "redis_cluster_nodes",
+                &self
+                    .cluster_nodes()
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>(),
+            )
             .field("key_prefix", &self.key_prefix)
             .field("lease_ttl_ms", &self.lease_ttl_ms)
             .field("metrics_addr", &self.metrics_addr)
@@ -241,8 +255,38 @@ impl Settings {
                 "set both, or neither",
             );
         }
-        if self.redis_sentinels.is_some() && self.redis_url.is_some() {
-            return invalid("redis_url", "set either a Redis URL or Sentinels, not both");
+        if self
+            .redis_cluster_nodes
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            self.redis_cluster_nodes = None;
+        }
+        let modes = [
+            self.redis_url.is_some(),
+            self.redis_sentinels.is_some(),
+            self.redis_cluster_nodes.is_some(),
+        ];
+        if modes.iter().filter(|m| **m).count() > 1 {
+            return invalid(
+                "redis_url/redis_sentinels/redis_cluster_nodes",
+                "set one way to reach Redis: a URL, Sentinels, or Cluster nodes",
+            );
+        }
+        if self.redis_cluster_nodes.is_some() {
+            let nodes = self.cluster_nodes();
+            if nodes.is_empty() {
+                return invalid("redis_cluster_nodes", "lists no node");
+            }
+            if nodes
+                .iter()
+                .any(|n| !n.starts_with("redis://") && !n.starts_with("rediss://"))
+            {
+                return invalid(
+                    "redis_cluster_nodes",
+                    "every node must be a redis:// or rediss:// URL",
+                );
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both, or neither");
@@ -267,14 +311,12 @@ impl Settings {
 
     /// The Sentinel URLs, when Sentinel mode is configured.
     pub fn sentinels(&self) -> Vec<String> {
-        self.redis_sentinels
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        list(self.redis_sentinels.as_deref())
+    }
+
+    /// The Cluster seed node URLs, when Cluster mode is configured.
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        list(self.redis_cluster_nodes.as_deref())
     }
 
     /// [`Self::drain_timeout_ms`] as a duration.
@@ -286,6 +328,16 @@ impl Settings {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
     }
+}
+
+/// A comma-separated list, trimmed, without empty entries.
+fn list(raw: Option<&str>) -> Vec<String> {
+    raw.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -337,5 +389,44 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn exactly_one_way_to_reach_redis() {
+        let from = |pairs: &[(&str, &str)]| {
+            Settings::from_vars(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let nodes = "redis://a:7000, rediss://:pw@b:7001";
+        let s = from(&[("ELECTION_REDIS_CLUSTER_NODES", nodes)]).expect("valid");
+        assert_eq!(
+            s.cluster_nodes(),
+            vec!["redis://a:7000", "rediss://:pw@b:7001"]
+        );
+        assert!(
+            !format!("{s:?}").contains("pw@"),
+            "cluster passwords stay out of logs"
+        );
+        assert!(from(&[
+            ("ELECTION_REDIS_CLUSTER_NODES", nodes),
+            ("ELECTION_REDIS_URL", "redis://x")
+        ])
+        .is_err());
+        assert!(from(&[
+            ("ELECTION_REDIS_CLUSTER_NODES", nodes),
+            ("ELECTION_REDIS_SENTINELS", "redis://s:26379"),
+            ("ELECTION_REDIS_SENTINEL_MASTER", "m")
+        ])
+        .is_err());
+        assert!(from(&[("ELECTION_REDIS_CLUSTER_NODES", "a:7000")]).is_err());
+        assert!(from(&[("ELECTION_REDIS_CLUSTER_NODES", " , ")]).is_err());
+        assert!(from(&[("ELECTION_REDIS_CLUSTER_NODES", "")])
+            .expect("empty means unset")
+            .redis_cluster_nodes
+            .is_none());
     }
 }

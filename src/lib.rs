@@ -105,6 +105,9 @@ pub async fn run(
             sentinels: settings.sentinels(),
             master: master.clone(),
         },
+        (None, None) if settings.redis_cluster_nodes.is_some() => Source::Cluster {
+            nodes: settings.cluster_nodes(),
+        },
         (None, None) => {
             let redis = LocalRedis::start(&settings.redis_server_bin).await?;
             tracing::warn!(

@@ -2,6 +2,7 @@
 //! Every operation is exactly one script execution; nothing is read, changed in Rust and
 //! written back.
 
+mod cluster;
 mod keys;
 mod pool;
 mod scripts;
@@ -16,7 +17,7 @@ use pool::Pool;
 use serde::Deserialize;
 
 pub use keys::{ElectionKeys, Keys};
-pub use scripts::Scripts;
+pub use scripts::{Publish, Scripts};
 pub(crate) use subscriber::stopped;
 pub use subscriber::{Delivery, Hub, Watcher};
 pub use sweeper::sweep;
@@ -100,6 +101,11 @@ pub enum Source {
         /// The master's name in Sentinel.
         master: String,
     },
+    /// A Redis Cluster, found from any of these seed nodes (`redis://` or `rediss://` URLs).
+    Cluster {
+        /// Seed node URLs; the first one's credentials and scheme apply to all nodes.
+        nodes: Vec<String>,
+    },
 }
 
 /// Hands out clients for the current master.
@@ -107,6 +113,15 @@ pub enum Source {
 enum Target {
     Direct(Box<redis::Client>),
     Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
+/// How commands reach Redis.
+#[derive(Clone)]
+enum Backend {
+    /// One master (direct, or found by Sentinel): a pool of multiplexed connections.
+    Pooled { pool: Pool, target: Target },
+    /// A Redis Cluster: one multiplexed connection per node, commands routed by slot.
+    Cluster(Arc<cluster::ClusterTarget>),
 }
 
 /// Settings the store needs.
@@ -135,8 +150,7 @@ pub struct StoreConfig {
 /// The election store: cheap to clone, shared by every gRPC handler of a replica.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
-    target: Target,
+    backend: Backend,
     scripts: std::sync::Arc<Scripts>,
     keys: Keys,
     timeout: Duration,
@@ -186,6 +200,15 @@ impl Store {
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
         let (target, manager) = match &config.source {
+            Source::Cluster { nodes } => {
+                let target =
+                    cluster::ClusterTarget::new(nodes, config.ca_cert.clone(), config.timeout)?;
+                return Ok(self::Store::with_backend(
+                    config,
+                    Backend::Cluster(Arc::new(target)),
+                    Publish::Sharded,
+                ));
+            }
             Source::Url(url) => {
                 let client = match &config.ca_cert {
                     Some(ca) => redis::Client::build_with_tls(
@@ -224,10 +247,17 @@ impl Store {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Corrupt(format!("cannot build the redis pool: {e}")))?;
-        Ok(Self {
-            pool,
-            target,
-            scripts: std::sync::Arc::new(Scripts::new()),
+        Ok(Self::with_backend(
+            config,
+            Backend::Pooled { pool, target },
+            Publish::Classic,
+        ))
+    }
+
+    fn with_backend(config: &StoreConfig, backend: Backend, publish: Publish) -> Self {
+        Self {
+            backend,
+            scripts: std::sync::Arc::new(Scripts::new(publish)),
             keys: Keys::new(&config.key_prefix),
             timeout: config.timeout,
             pool_size: config.pool_size,
@@ -235,7 +265,7 @@ impl Store {
             wait_replicas: config.wait_replicas,
             lease_ttl_ms: config.lease_ttl_ms,
             max_candidates: config.max_candidates,
-        })
+        }
     }
 
     /// Key and channel names.
@@ -245,16 +275,50 @@ impl Store {
 
     /// A client for the current master, for connections outside the pool (the pub/sub
     /// subscriber); with Sentinel, asked anew each time.
+    /// Not used with a Cluster, whose subscriber is [`Self::cluster_subscriber`].
     pub async fn master(&self) -> redis::RedisResult<redis::Client> {
-        match &self.target {
-            Target::Direct(c) => Ok((**c).clone()),
-            Target::Sentinel(s) => s.lock().await.async_get_client().await,
+        match &self.backend {
+            Backend::Pooled {
+                target: Target::Direct(c),
+                ..
+            } => Ok((**c).clone()),
+            Backend::Pooled {
+                target: Target::Sentinel(s),
+                ..
+            } => s.lock().await.async_get_client().await,
+            Backend::Cluster(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a Redis Cluster has no single master",
+            ))),
         }
     }
 
     /// Whether the master can move (Sentinel), so long-lived connections must check where it is.
     pub fn master_can_move(&self) -> bool {
-        matches!(self.target, Target::Sentinel(_))
+        matches!(
+            self.backend,
+            Backend::Pooled {
+                target: Target::Sentinel(_),
+                ..
+            }
+        )
+    }
+
+    /// Whether Redis is a Cluster (events use sharded pub/sub).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// A new sharded pub/sub connection to the Cluster, whose messages and subscription
+    /// confirmations arrive on `pushes`; `None` when Redis is not a Cluster.
+    pub async fn cluster_subscriber(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Option<redis::RedisResult<redis::cluster_async::ClusterConnection>> {
+        match &self.backend {
+            Backend::Cluster(c) => Some(c.subscriber(pushes).await),
+            Backend::Pooled { .. } => None,
+        }
     }
 
     /// The bound on one Redis round trip.
@@ -311,6 +375,32 @@ impl Store {
         }
         let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
             .bounded(async {
+                let pool = match &self.backend {
+                    Backend::Pooled { pool, .. } => pool,
+                    Backend::Cluster(c) => {
+                        // the cluster connection follows redirections and reconnects itself
+                        let (reply, acked) = cluster::call(c, |mut conn| async move {
+                            let reply = inv.invoke_async(&mut conn).await?;
+                            if self.wait_replicas == 0 {
+                                return Ok((reply, None));
+                            }
+                            // WAIT goes to the master that ran the script, on the same
+                            // connection
+                            let route = cluster::master_of(&keys.term);
+                            let acked = conn.route_command(self.wait_command(), route).await?;
+                            Ok((reply, Some(acked)))
+                        })
+                        .await?;
+                        let acked = match acked {
+                            Some(v) => Some(
+                                redis::FromRedisValue::from_redis_value(v)
+                                    .map_err(|e| StoreError::Corrupt(format!("WAIT reply: {e}")))?,
+                            ),
+                            None => None,
+                        };
+                        return Ok((reply, acked));
+                    }
+                };
                 // Pooled connections that broke since their last use (a Redis restart) fail at
                 // once and are discarded; an operation whose repetition changes nothing more is
                 // retried on the next one, within the same time bound. Promote, Evict and
@@ -321,7 +411,7 @@ impl Store {
                     0
                 };
                 loop {
-                    let mut conn = self.pool.get().await?;
+                    let mut conn = pool.get().await?;
                     // with WAIT configured, the confirmation is asked on the same connection,
                     // so it covers this script's writes
                     let r = match inv.invoke_async(&mut *conn).await {
@@ -373,15 +463,24 @@ impl Store {
         const BATCH: usize = 512;
         let mut out = Vec::with_capacity(elections.len());
         for chunk in elections.chunks(BATCH) {
-            let mut pipe = redis::pipe();
+            // one MGET: on a Cluster, the client splits it by slot and asks each master
+            let mut mget = redis::cmd("MGET");
             for e in chunk {
-                pipe.cmd("GET").arg(self.keys.election(e).term);
+                mget.arg(self.keys.election(e).term);
             }
             let raws: Vec<Option<Vec<u8>>> = self
                 .bounded(async {
-                    let mut conn = self.pool.get().await?;
-                    let r = pipe.query_async(&mut *conn).await;
-                    Ok(pool::check(conn, r)?)
+                    match &self.backend {
+                        Backend::Pooled { pool, .. } => {
+                            let mut conn = pool.get().await?;
+                            let r = mget.query_async(&mut *conn).await;
+                            Ok(pool::check(conn, r)?)
+                        }
+                        Backend::Cluster(c) => Ok(cluster::call(c, |mut conn| async move {
+                            mget.query_async(&mut conn).await
+                        })
+                        .await?),
+                    }
                 })
                 .await?;
             for raw in raws {
@@ -402,12 +501,14 @@ impl Store {
     /// Asks Redis how many replicas have every write made so far on `conn` (`WAIT`), waiting
     /// at most three quarters of the timeout for `wait_replicas` of them.
     async fn wait(&self, conn: &mut pool::Conn) -> redis::RedisResult<u64> {
+        self.wait_command().query_async(&mut **conn).await
+    }
+
+    fn wait_command(&self) -> redis::Cmd {
         let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
-        redis::cmd("WAIT")
-            .arg(self.wait_replicas)
-            .arg(ms)
-            .query_async(&mut **conn)
-            .await
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(self.wait_replicas).arg(ms);
+        cmd
     }
 
     /// Lease TTL in ms (0: leases never expire).
@@ -422,10 +523,27 @@ impl Store {
         let indexes = self.keys.lease_indexes();
         let names: Vec<Vec<String>> = self
             .bounded(async {
-                let mut conn = self.pool.get().await?;
+                let pool = match &self.backend {
+                    Backend::Pooled { pool, .. } => pool,
+                    Backend::Cluster(c) => {
+                        // each master has its own clock: one small script per bucket, sent
+                        // together; the connection pipelines them per node
+                        let read = cluster::call(c, |conn| {
+                            let reads = indexes.iter().map(move |index| {
+                                let mut conn = conn.clone();
+                                let mut inv = self.scripts.due.prepare_invoke();
+                                inv.key(index).arg(limit);
+                                async move { inv.invoke_async::<Vec<String>>(&mut conn).await }
+                            });
+                            futures::future::try_join_all(reads)
+                        });
+                        return Ok(read.await?);
+                    }
+                };
+                let mut conn = pool.get().await?;
                 let time = redis::cmd("TIME").query_async(&mut *conn).await;
                 let (secs, micros): (u64, u64) = pool::check(conn, time)?;
-                let mut conn = self.pool.get().await?;
+                let mut conn = pool.get().await?;
                 let now_ms = secs * 1000 + micros / 1000;
                 let mut pipe = redis::pipe();
                 for index in &indexes {
@@ -451,9 +569,21 @@ impl Store {
     /// One round trip to check that Redis answers (health).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
-            let mut conn = self.pool.get().await?;
-            let r: Result<String, _> = redis::cmd("PING").query_async(&mut *conn).await;
-            pool::check(conn, r)?;
+            match &self.backend {
+                Backend::Pooled { pool, .. } => {
+                    let mut conn = pool.get().await?;
+                    let r: Result<String, _> = redis::cmd("PING").query_async(&mut *conn).await;
+                    pool::check(conn, r)?;
+                }
+                Backend::Cluster(c) => {
+                    // every master must answer: each holds a share of the elections
+                    cluster::call(c, |mut conn| async move {
+                        conn.route_command(redis::cmd("PING"), cluster::all_masters())
+                            .await
+                    })
+                    .await?;
+                }
+            }
             Ok(())
         })
         .await

@@ -374,7 +374,12 @@ async fn subscriber(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Com
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
     loop {
-        let lost = match serve(&inner, &mut commands, &mut backoff, first).await {
+        let served = if inner.store.is_cluster() {
+            serve_cluster(&inner, &mut commands, &mut backoff, first).await
+        } else {
+            serve(&inner, &mut commands, &mut backoff, first).await
+        };
+        let lost = match served {
             Exit::Stop => break,
             Exit::Lost(why) => why,
         };
@@ -453,22 +458,7 @@ async fn serve(
             }
             cmd = commands.recv() => {
                 let Some(first_cmd) = cmd else { return Exit::Stop };
-                // take every queued command at once: one SUBSCRIBE and one read for a burst
-                let mut subscribe = Vec::new();
-                let mut unsubscribe = Vec::new();
-                let mut next = Some(first_cmd);
-                while let Some(cmd) = next {
-                    match cmd {
-                        Command::Subscribe(c) => subscribe.push(c),
-                        Command::Unsubscribe(c) => unsubscribe.push(c),
-                    }
-                    next = commands.try_recv().ok();
-                }
-                // decide by the current watch set, which already reflects every command taken
-                subscribe.sort();
-                subscribe.dedup();
-                subscribe.retain(|c| inner.is_watched(c));
-                unsubscribe.retain(|c| !inner.is_watched(c) && !subscribe.contains(c));
+                let (subscribe, unsubscribe) = take_commands(inner, first_cmd, commands);
                 if !unsubscribe.is_empty() {
                     let r = bounded("unsubscribe", timeout, sink.unsubscribe(&unsubscribe)).await;
                     if let Err(e) = r {
@@ -502,6 +492,213 @@ async fn serve(
             _ = stopped(&mut stop) => return Exit::Stop,
         }
     }
+}
+
+/// Takes every queued command at once (one subscription and one read for a burst), and
+/// decides by the current watch set, which already reflects every command taken: returns the
+/// channels to subscribe and those to unsubscribe.
+fn take_commands(
+    inner: &Inner,
+    first: Command,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> (Vec<String>, Vec<String>) {
+    let mut subscribe = Vec::new();
+    let mut unsubscribe = Vec::new();
+    let mut next = Some(first);
+    while let Some(cmd) = next {
+        match cmd {
+            Command::Subscribe(c) => subscribe.push(c),
+            Command::Unsubscribe(c) => unsubscribe.push(c),
+        }
+        next = commands.try_recv().ok();
+    }
+    subscribe.sort();
+    subscribe.dedup();
+    subscribe.retain(|c| inner.is_watched(c));
+    unsubscribe.retain(|c| !inner.is_watched(c) && !subscribe.contains(c));
+    (subscribe, unsubscribe)
+}
+
+/// The hash tag of a channel (`prefix:{e12}`): channels with the same one share a slot.
+fn slot_tag(channel: &str) -> &str {
+    channel.find('}').map_or(channel, |end| &channel[..=end])
+}
+
+/// Groups channels by slot: `SSUBSCRIBE` takes the channels of one slot at a time.
+fn by_slot(channels: &[String]) -> Vec<Vec<String>> {
+    let mut groups: HashMap<&str, Vec<String>> = HashMap::new();
+    for c in channels {
+        groups.entry(slot_tag(c)).or_default().push(c.clone());
+    }
+    groups.into_values().collect()
+}
+
+/// The Redis Cluster variant of [`serve`]: one RESP3 cluster connection (one connection per
+/// node) carries every watched election's sharded channel, subscribed on the master of its
+/// slot, so each event travels only within its shard.
+///
+/// The connection subscribes again by itself after a node's connection breaks, or its slot map
+/// changes; each such confirmation that this loop did not ask for is followed by a catch-up
+/// read, since events may have been missed in between. When a slot moves to another master,
+/// the old one drops its channels (a server-sent `sunsubscribe`): those still watched are
+/// subscribed again, on the new master, and caught up. Any failure of the connection itself
+/// ends it, and the caller starts over.
+async fn serve_cluster(
+    inner: &Arc<Inner>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    backoff: &mut Duration,
+    first: bool,
+) -> Exit {
+    use redis::PushKind;
+
+    let timeout = inner.store.timeout();
+    let (tx, mut pushes) = mpsc::unbounded_channel();
+    let mut conn = match bounded("connect", timeout, async {
+        match inner.store.cluster_subscriber(tx).await {
+            Some(r) => r,
+            None => unreachable!("serve_cluster runs only on a cluster"),
+        }
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    // confirmations this loop asked for, per channel; any other one is a resubscription
+    let mut expected: HashMap<String, usize> = HashMap::new();
+    let channels = inner.all_channels();
+    if let Err(e) = ssubscribe(&mut conn, &channels, &mut expected, timeout).await {
+        return e;
+    }
+    if !channels.is_empty() {
+        if let Err(e) = inner.catch_up(&channels).await {
+            return Exit::Lost(format!("catch-up read: {e}"));
+        }
+    }
+    if !first {
+        tracing::info!(
+            elections = channels.len(),
+            "redis cluster pub/sub reconnected; watchers caught up"
+        );
+    }
+    *backoff = BACKOFF_MIN;
+
+    let mut stop = inner.stop.clone();
+    // the connection's own recovery can stall (see `ClusterTarget::retire`): check it often
+    let mut ping = tokio::time::interval(PING_EVERY / 5);
+    ping.reset();
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else {
+                    return Exit::Lost("connection closed".into());
+                };
+                // take what else is queued, so a burst of confirmations is one read
+                let mut again = Vec::new();
+                let mut resubscribed = Vec::new();
+                let mut next = Some(parse_push(push));
+                while let Some((kind, channel, data)) = next.take() {
+                    match (kind, channel) {
+                        (PushKind::SMessage, Some(channel)) => {
+                            let payload = match data.get(1) {
+                                Some(redis::Value::BulkString(b)) => b.as_slice(),
+                                _ => &[],
+                            };
+                            match decode_term(payload) {
+                                Ok(term) => inner.offer(&channel, term, false),
+                                Err(e) => tracing::error!(%channel, error = %e, "unreadable event"),
+                            }
+                        }
+                        (PushKind::SSubscribe, Some(channel)) => {
+                            match expected.get_mut(&channel) {
+                                Some(n) if *n > 1 => *n -= 1,
+                                Some(_) => {
+                                    expected.remove(&channel);
+                                }
+                                None if inner.is_watched(&channel) => resubscribed.push(channel),
+                                None => {}
+                            }
+                        }
+                        // a slot moved away from the node: subscribe again where it is now
+                        (PushKind::SUnsubscribe, Some(channel)) if inner.is_watched(&channel) => {
+                            again.push(channel);
+                        }
+                        (PushKind::Disconnection, _) => {
+                            tracing::debug!("a redis cluster node's pub/sub connection broke; it resubscribes");
+                        }
+                        _ => {}
+                    }
+                    next = pushes.try_recv().ok().map(parse_push);
+                }
+                if !again.is_empty() {
+                    again.sort();
+                    again.dedup();
+                    inner.set_ready(&again, false);
+                    if let Err(e) = ssubscribe(&mut conn, &again, &mut expected, timeout).await {
+                        return e;
+                    }
+                    resubscribed.extend(again);
+                }
+                if !resubscribed.is_empty() {
+                    resubscribed.sort();
+                    resubscribed.dedup();
+                    if let Err(e) = inner.catch_up(&resubscribed).await {
+                        return Exit::Lost(format!("catch-up read: {e}"));
+                    }
+                }
+            }
+            cmd = commands.recv() => {
+                let Some(first_cmd) = cmd else { return Exit::Stop };
+                let (subscribe, unsubscribe) = take_commands(inner, first_cmd, commands);
+                for group in by_slot(&unsubscribe) {
+                    if let Err(e) = bounded("sunsubscribe", timeout, conn.sunsubscribe(&group)).await {
+                        return e;
+                    }
+                }
+                if !subscribe.is_empty() {
+                    if let Err(e) = ssubscribe(&mut conn, &subscribe, &mut expected, timeout).await {
+                        return e;
+                    }
+                    if let Err(e) = inner.catch_up(&subscribe).await {
+                        return Exit::Lost(format!("catch-up read: {e}"));
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                let r = conn.route_command(redis::cmd("PING"), super::cluster::all_masters());
+                if let Err(e) = bounded("ping", timeout, r).await {
+                    return e;
+                }
+            }
+            _ = stopped(&mut stop) => return Exit::Stop,
+        }
+    }
+}
+
+/// A push's kind, its channel (the first item, for pub/sub pushes) and its items.
+fn parse_push(push: redis::PushInfo) -> (redis::PushKind, Option<String>, Vec<redis::Value>) {
+    let channel = match push.data.first() {
+        Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    };
+    (push.kind, channel, push.data)
+}
+
+/// Subscribes `channels` on the masters of their slots, one `SSUBSCRIBE` per slot, noting the
+/// confirmations to expect.
+async fn ssubscribe(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    channels: &[String],
+    expected: &mut HashMap<String, usize>,
+    timeout: Duration,
+) -> Result<(), Exit> {
+    for group in by_slot(channels) {
+        for c in &group {
+            *expected.entry(c.clone()).or_default() += 1;
+        }
+        bounded("ssubscribe", timeout, conn.ssubscribe(&group)).await?;
+    }
+    Ok(())
 }
 
 /// Runs one pub/sub round trip with the Redis timeout; any failure ends the connection.

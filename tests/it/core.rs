@@ -21,6 +21,11 @@ async fn replicas(redis: &RedisServer, prefix: &str, n: usize) -> Vec<Replica> {
 async fn worked_example_with_each_client_on_its_own_replica() {
     let redis = RedisServer::start().await;
     let rs = replicas(&redis, &prefix("worked"), 3).await;
+    worked_example(&rs).await;
+}
+
+/// The spec's worked example, each client on its own replica (of three).
+pub async fn worked_example(rs: &[Replica]) {
     let mut c1 = rs[0].client("test", "c1").await;
     let mut c2 = rs[1].client("test", "c2").await;
     let mut c3 = rs[2].client("test", "c3").await;

@@ -16,6 +16,12 @@ async fn watchers_on_two_replicas_see_the_worked_example_exactly() {
         Replica::start(settings(&redis, &p)).await,
         Replica::start(settings(&redis, &p)).await,
     ];
+    worked_example_events(&rs).await;
+}
+
+/// Watchers on two of three replicas see each state of the spec's worked example once, in
+/// order, and nothing else.
+pub async fn worked_example_events(rs: &[Replica]) {
     let mut w1 = rs[0]
         .client("test", "watcher-1")
         .await
@@ -85,15 +91,20 @@ async fn a_thousand_streams_on_three_replicas_all_see_every_change() {
     for _ in 0..3 {
         rs.push(Replica::start(settings(&redis, &p)).await);
     }
+    many_streams_see_every_change(&rs, STREAMS).await;
+}
+
+/// `streams` Events streams spread over the replicas all see one change made through each.
+pub async fn many_streams_see_every_change(rs: &[Replica], streams: usize) {
     // a few connections per replica, many streams on each (HTTP/2 multiplexing)
     let mut conns = Vec::new();
-    for r in &rs {
+    for r in rs {
         for _ in 0..4 {
             conns.push(r.client("fan", "watcher").await);
         }
     }
     let mut opening = Vec::new();
-    for i in 0..STREAMS {
+    for i in 0..streams {
         let mut c = conns[i % conns.len()].clone();
         opening.push(tokio::spawn(async move { c.watch().await.unwrap() }));
     }

@@ -148,6 +148,202 @@ impl RedisServer {
     }
 }
 
+/// A Redis Cluster of `n` masters (no replicas), each a `redis-server --cluster-enabled yes`
+/// on a free port, joined with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start(masters: usize) -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..masters {
+            let mut n = RedisServer::new(
+                false,
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    "nodes.conf".into(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ],
+            );
+            n.spawn().await;
+            nodes.push(n);
+        }
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli is on PATH");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        // every node must agree that all slots are served before the test starts
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut ok = true;
+            for n in &cluster.nodes {
+                let mut c = n.connection().await;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut c)
+                    .await
+                    .expect("cluster info");
+                ok &= info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384");
+                let known: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut c)
+                    .await
+                    .expect("cluster nodes");
+                ok &= known.lines().filter(|l| l.contains("master")).count() == masters;
+            }
+            if ok {
+                return cluster;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not settle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The seed list for `ELECTION_REDIS_CLUSTER_NODES`.
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node id of each server, in `nodes` order.
+    pub async fn node_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for n in &self.nodes {
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query_async(&mut n.connection().await)
+                .await
+                .expect("cluster myid");
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Which of `nodes` owns `slot` now.
+    pub async fn owner_of(&self, slot: u16) -> usize {
+        let ids = self.node_ids().await;
+        let mut c = self.nodes[0].connection().await;
+        let shards: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut c)
+            .await
+            .expect("cluster slots");
+        for range in shards {
+            let redis::Value::Array(items) = range else {
+                continue;
+            };
+            let (Some(redis::Value::Int(lo)), Some(redis::Value::Int(hi))) =
+                (items.first(), items.get(1))
+            else {
+                continue;
+            };
+            if (*lo..=*hi).contains(&i64::from(slot)) {
+                if let Some(redis::Value::Array(master)) = items.get(2) {
+                    if let Some(redis::Value::BulkString(id)) = master.get(2) {
+                        let id = String::from_utf8_lossy(id);
+                        if let Some(i) = ids.iter().position(|x| *x == id) {
+                            return i;
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no node owns slot {slot}");
+    }
+}
+
+impl RedisCluster {
+    /// Moves `slot` from node `from` to node `to` the way `redis-cli --cluster reshard` does:
+    /// mark it importing and migrating, `MIGRATE` its keys a few at a time (pausing between
+    /// batches, so that traffic meets the slot half-moved), then give it to `to` everywhere.
+    pub async fn migrate_slot(&self, slot: u16, from: usize, to: usize) {
+        let ids = self.node_ids().await;
+        let mut src = self.nodes[from].connection().await;
+        let mut dst = self.nodes[to].connection().await;
+        let setslot = |state: &str, id: &str| {
+            let mut c = redis::cmd("CLUSTER");
+            c.arg("SETSLOT").arg(slot).arg(state).arg(id);
+            c
+        };
+        let _: () = setslot("IMPORTING", &ids[from])
+            .query_async(&mut dst)
+            .await
+            .expect("importing");
+        let _: () = setslot("MIGRATING", &ids[to])
+            .query_async(&mut src)
+            .await
+            .expect("migrating");
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(1)
+                .query_async(&mut src)
+                .await
+                .expect("getkeysinslot");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut src)
+                .await
+                .expect("migrate");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        // the new owner first, then the old one, then everyone else (as redis-cli does)
+        let mut order = vec![to, from];
+        order.extend((0..self.nodes.len()).filter(|i| *i != to && *i != from));
+        for i in order {
+            let _: () = setslot("NODE", &ids[to])
+                .query_async(&mut self.nodes[i].connection().await)
+                .await
+                .expect("setslot node");
+        }
+    }
+}
+
+/// The hash slot of a key (CRC16 of its hash tag, as Redis Cluster computes it).
+pub async fn slot_of(node: &RedisServer, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut node.connection().await)
+        .await
+        .expect("cluster keyslot")
+}
+
+/// Settings for a replica on `cluster`: test defaults plus Cluster mode.
+pub fn cluster_settings(cluster: &RedisCluster, prefix: &str) -> Settings {
+    let mut s = settings(&cluster.nodes[0], prefix);
+    s.redis_url = None;
+    s.redis_cluster_nodes = Some(cluster.seeds());
+    s
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -3,6 +3,7 @@
 mod harness;
 
 mod bench;
+mod cluster;
 mod compose;
 mod core;
 mod events;

@@ -1,0 +1,158 @@
+//! Redis Cluster: the command connection and the sharded pub/sub connection.
+//!
+//! redis-rs's cluster connection keeps one multiplexed connection per node, routes each
+//! command by the hash slot of its first key, and follows `MOVED`/`ASK` redirections
+//! (refreshing its slot map). Every election's keys and channel share one hash tag, so each
+//! operation is one script on the master of the election's slot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
+use redis::{ProtocolVersion, PushInfo, RedisResult};
+use tokio::sync::{mpsc, Mutex};
+
+/// Where the Cluster is and how to talk to it.
+pub struct ClusterTarget {
+    nodes: Vec<String>,
+    ca_cert: Option<Vec<u8>>,
+    timeout: Duration,
+    /// The command connection, made on first use and made anew after it stops answering.
+    commands: Mutex<Option<Commands>>,
+}
+
+/// The command connection, numbered so that only the one that failed is replaced.
+#[derive(Clone)]
+pub struct Commands {
+    generation: u64,
+    /// The connection (cheap to clone: a handle to one connection per node).
+    pub conn: ClusterConnection,
+}
+
+impl ClusterTarget {
+    /// Checks the seed node URLs; connects nothing yet.
+    pub fn new(nodes: &[String], ca_cert: Option<Vec<u8>>, timeout: Duration) -> RedisResult<Self> {
+        let target = Self {
+            nodes: nodes.to_vec(),
+            ca_cert,
+            timeout,
+            commands: Mutex::new(None),
+        };
+        target.builder().build()?;
+        Ok(target)
+    }
+
+    fn builder(&self) -> ClusterClientBuilder {
+        let mut b = ClusterClient::builder(self.nodes.clone())
+            .connection_timeout(self.timeout)
+            .response_timeout(self.timeout);
+        if let Some(ca) = &self.ca_cert {
+            b = b.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            });
+        }
+        b
+    }
+
+    /// The shared command connection, connecting first when there is none.
+    pub async fn commands(&self) -> RedisResult<Commands> {
+        let mut current = self.commands.lock().await;
+        if let Some(c) = current.as_ref() {
+            return Ok(c.clone());
+        }
+        let conn = self.builder().build()?.get_async_connection().await?;
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let c = Commands {
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            conn,
+        };
+        *current = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drops `failed` (unless it was already replaced), so the next operation connects anew.
+    ///
+    /// redis-rs's cluster connection recovers from most failures by itself, but its slot-map
+    /// refresh can wait forever (seen under load while a slot migrates), after which every
+    /// command on it times out. A command that timed out therefore retires the connection.
+    pub async fn retire(&self, failed: &Commands) {
+        let mut current = self.commands.lock().await;
+        if current
+            .as_ref()
+            .is_some_and(|c| c.generation == failed.generation)
+        {
+            tracing::warn!("redis cluster connection stopped answering; connecting anew");
+            *current = None;
+        }
+    }
+
+    /// A separate RESP3 connection for sharded pub/sub, whose messages and subscription
+    /// confirmations arrive on `pushes`. It follows the slot map: after a node's connection
+    /// breaks, it subscribes again to that node's channels.
+    pub async fn subscriber(
+        &self,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> RedisResult<ClusterConnection> {
+        self.builder()
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()?
+            .get_async_connection()
+            .await
+    }
+}
+
+/// Runs `f` on the command connection. When it times out, or is abandoned by a caller's
+/// timeout, the connection is retired (see [`ClusterTarget::retire`]).
+pub async fn call<T, F, Fut>(target: &Arc<ClusterTarget>, f: F) -> RedisResult<T>
+where
+    F: FnOnce(ClusterConnection) -> Fut,
+    Fut: std::future::Future<Output = RedisResult<T>>,
+{
+    let commands = target.commands().await?;
+    let mut guard = RetireUnlessDone {
+        target: target.clone(),
+        commands: Some(commands.clone()),
+    };
+    let r = f(commands.conn).await;
+    if !matches!(&r, Err(e) if e.is_timeout()) {
+        guard.commands = None;
+    }
+    r
+}
+
+/// Retires the connection when dropped still holding it.
+struct RetireUnlessDone {
+    target: Arc<ClusterTarget>,
+    commands: Option<Commands>,
+}
+
+impl Drop for RetireUnlessDone {
+    fn drop(&mut self) {
+        if let Some(failed) = self.commands.take() {
+            let target = self.target.clone();
+            tokio::spawn(async move { target.retire(&failed).await });
+        }
+    }
+}
+
+/// Routes a command to the master of `key`'s slot.
+pub fn master_of(key: &str) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        key,
+        SlotAddr::Master,
+    )))
+}
+
+/// Routes a command to every master, succeeding only when all do.
+pub fn all_masters() -> RoutingInfo {
+    RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::AllSucceeded),
+    ))
+}

@@ -1,0 +1,228 @@
+//! Redis Cluster mode: three masters started by the test, joined with `redis-cli`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::core::worked_example;
+use crate::events::{many_streams_see_every_change, worked_example_events};
+use crate::harness::*;
+
+async fn replicas(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<Replica> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Replica::start(cluster_settings(cluster, prefix)).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn on_a_cluster_the_worked_example_and_its_events_come_out_the_same() {
+    let cluster = RedisCluster::start(3).await;
+    let rs = replicas(&cluster, &prefix("cl-worked"), 3).await;
+    worked_example(&rs).await;
+    let rs = replicas(&cluster, &prefix("cl-events"), 3).await;
+    worked_example_events(&rs).await;
+    many_streams_see_every_change(&rs, 300).await;
+}
+
+/// Shard channels subscribed on `node` under `prefix`, and classic channels.
+async fn channels_on(node: &RedisServer, prefix: &str) -> (usize, usize) {
+    let mut conn = node.connection().await;
+    let pattern = format!("{prefix}:*");
+    let sharded: Vec<String> = redis::cmd("PUBSUB")
+        .arg("SHARDCHANNELS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("PUBSUB SHARDCHANNELS");
+    let classic: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("PUBSUB CHANNELS");
+    (sharded.len(), classic.len())
+}
+
+#[tokio::test]
+async fn elections_spread_over_every_master_and_events_stay_in_their_shard() {
+    const ELECTIONS: usize = 48;
+    let cluster = RedisCluster::start(3).await;
+    let p = prefix("cl-spread");
+    let replica = Replica::start(cluster_settings(&cluster, &p)).await;
+    let client = replica.client("e0", "watcher").await;
+    let names: Vec<String> = (0..ELECTIONS).map(|i| format!("e{i}")).collect();
+
+    // one stream per election first, then two more each: Redis connections must not grow
+    let mut watches = Vec::new();
+    for n in &names {
+        watches.push(client.acting_as(n, "watcher").watch().await.unwrap());
+    }
+    let connections_at_one: Vec<usize> = {
+        let mut v = Vec::new();
+        for n in &cluster.nodes {
+            v.push(client_count(n).await);
+        }
+        v
+    };
+    for _ in 0..2 {
+        for n in &names {
+            watches.push(client.acting_as(n, "watcher").watch().await.unwrap());
+        }
+    }
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        assert_eq!(
+            client_count(n).await,
+            connections_at_one[i],
+            "connections to node {i} grew with the number of streams"
+        );
+        assert!(
+            connections_at_one[i] <= 4,
+            "node {i}: {} connections for one replica (command, pub/sub, this query)",
+            connections_at_one[i]
+        );
+    }
+
+    for n in &names {
+        let t = client.acting_as(n, "c").enter().await.unwrap();
+        assert_eq!(t.brief(), (1, "c", vec!["c"]));
+    }
+    for w in &mut watches {
+        assert_eq!(w.next().await.brief(), (1, "c", vec!["c"]));
+    }
+
+    // every master holds some elections, and carries their events on shard channels only
+    let mut holding = HashSet::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{p}:*:term"))
+            .query_async(&mut node.connection().await)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            holding.insert(i);
+        }
+        let (sharded, classic) = channels_on(node, &p).await;
+        assert!(
+            sharded > 0,
+            "node {i} carries none of the elections' events"
+        );
+        assert_eq!(classic, 0, "node {i} has classic pub/sub subscriptions");
+    }
+    assert_eq!(
+        holding.len(),
+        3,
+        "elections did not spread over all masters"
+    );
+}
+
+#[tokio::test]
+async fn a_slot_migration_under_load_loses_no_acknowledged_change() {
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 40;
+    let cluster = RedisCluster::start(3).await;
+    let p = prefix("cl-move");
+    let mut settings = cluster_settings(&cluster, &p);
+    settings.lease_ttl_ms = 60_000; // so the lease keys and index move with the slot too
+    settings.redis_timeout_ms = 2000;
+    let rs = [
+        Replica::start(settings.clone()).await,
+        Replica::start(settings).await,
+    ];
+    let key = term_key(&p, "hot");
+    let slot = slot_of(&cluster.nodes[0], &key).await;
+    let from = cluster.owner_of(slot).await;
+    let to = (from + 1) % 3;
+
+    let mut watch = rs[1].client("hot", "watcher").await.watch().await.unwrap();
+    rs[0].client("hot", "first").await.enter().await.unwrap();
+
+    // writers through both replicas; a call that fails is retried, as a client would, and
+    // only what was acknowledged is counted
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let client = rs[w % 2].client("hot", "x").await;
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut failures = 0;
+            for i in 0..PER_WRITER {
+                let id = format!("w{w}-{i}");
+                let mut c = client.acting_as("hot", &id);
+                loop {
+                    match c.enter().await {
+                        Ok(t) => {
+                            assert!(
+                                t.candidates.contains(&id),
+                                "an acknowledged Enter lacks its caller"
+                            );
+                            acked.push(id);
+                            break;
+                        }
+                        Err(status) => {
+                            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                            failures += 1;
+                            assert!(failures < 10, "{id}: still failing: {status:?}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+            (acked, failures)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.migrate_slot(slot, from, to).await;
+    let mut acked = vec!["first".to_owned()];
+    let mut failures = 0;
+    for w in writers {
+        let (a, f) = w.await.unwrap();
+        acked.extend(a);
+        failures += f;
+    }
+    assert_eq!(cluster.owner_of(slot).await, to, "the slot did not move");
+    let on_new_owner: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(10)
+        .query_async(&mut cluster.nodes[to].connection().await)
+        .await
+        .unwrap();
+    assert!(
+        on_new_owner.contains(&key),
+        "the election's keys did not move"
+    );
+
+    // nothing acknowledged is lost, seen through either replica
+    for r in &rs {
+        let t = r.client("hot", "reader").await.get_term().await.unwrap();
+        let held: HashSet<&String> = t.candidates.iter().collect();
+        let missing: Vec<&String> = acked.iter().filter(|a| !held.contains(a)).collect();
+        assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+        assert_eq!(
+            t.candidates.len(),
+            acked.len(),
+            "candidates appeared from nowhere"
+        );
+        assert_eq!(t.leader, "first");
+    }
+    // the watcher's replica now listens on the new owner only, and the watcher converges on
+    // the final state: changes keep flowing after the move
+    let channel = key.replace(":term", ":events");
+    let listeners = |node: usize| {
+        let node = &cluster.nodes[node];
+        let channel = channel.clone();
+        async move {
+            let (_, n): (String, usize) = redis::cmd("PUBSUB")
+                .arg("SHARDNUMSUB")
+                .arg(&channel)
+                .query_async(&mut node.connection().await)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    wait_for(|| async { listeners(to).await == 1 && listeners(from).await == 0 }).await;
+    let last = rs[0].client("hot", "after").await.enter().await.unwrap();
+    watch.until(&last).await;
+    eprintln!("slot {slot} moved from node {from} to {to}; {failures} calls retried");
+}
