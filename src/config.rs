@@ -29,6 +29,14 @@ pub struct Settings {
     /// The master's name in Sentinel (`ELECTION_REDIS_SENTINEL_MASTER`).
     #[serde(default)]
     pub redis_sentinel_master: Option<String>,
+    /// With Sentinel: the username for the master and its replicas
+    /// (`ELECTION_REDIS_MASTER_USERNAME`). The Sentinels' own credentials go in their URLs.
+    #[serde(default)]
+    pub redis_master_username: Option<String>,
+    /// With Sentinel: the password for the master and its replicas
+    /// (`ELECTION_REDIS_MASTER_PASSWORD`).
+    #[serde(default)]
+    pub redis_master_password: Option<String>,
     /// Seed nodes of a Redis Cluster, comma-separated `redis://host:port` or
     /// `rediss://user:password@host:port` (`ELECTION_REDIS_CLUSTER_NODES`); replaces
     /// `ELECTION_REDIS_URL`. The first node's credentials and scheme apply to every node.
@@ -90,7 +98,19 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen_addr", &self.listen_addr)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
-            .field("redis_sentinels", &self.sentinels())
+            .field(
+                "redis_sentinels",
+                &self
+                    .sentinels()
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>(),
+            )
+            .field("redis_master_username", &self.redis_master_username)
+            .field(
+                "redis_master_password",
+                &self.redis_master_password.as_ref().map(|_| "<redacted>"),
+            )
             .field(
                 "redis_cluster_nodes",
                 &self
@@ -271,6 +291,22 @@ impl Settings {
             return invalid(
                 "redis_url/redis_sentinels/redis_cluster_nodes",
                 "set one way to reach Redis: a URL, Sentinels, or Cluster nodes",
+            );
+        }
+        for opt in [
+            &mut self.redis_master_username,
+            &mut self.redis_master_password,
+        ] {
+            if opt.as_deref().is_some_and(|v| v.is_empty()) {
+                *opt = None;
+            }
+        }
+        if self.redis_sentinels.is_none()
+            && (self.redis_master_username.is_some() || self.redis_master_password.is_some())
+        {
+            return invalid(
+                "redis_master_username/redis_master_password",
+                "only apply with Sentinels; elsewhere credentials go in the Redis URLs",
             );
         }
         if self.redis_cluster_nodes.is_some() {

@@ -104,6 +104,8 @@ pub async fn run(
         (None, Some(master)) => Source::Sentinel {
             sentinels: settings.sentinels(),
             master: master.clone(),
+            username: settings.redis_master_username.clone(),
+            password: settings.redis_master_password.clone(),
         },
         (None, None) if settings.redis_cluster_nodes.is_some() => Source::Cluster {
             nodes: settings.cluster_nodes(),

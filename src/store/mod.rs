@@ -100,6 +100,10 @@ pub enum Source {
         sentinels: Vec<String>,
         /// The master's name in Sentinel.
         master: String,
+        /// Username for the master and its replicas (the Sentinels' own come in their URLs).
+        username: Option<String>,
+        /// Password for the master and its replicas.
+        password: Option<String>,
     },
     /// A Redis Cluster, found from any of these seed nodes (`redis://` or `rediss://` URLs).
     Cluster {
@@ -193,6 +197,62 @@ pub fn decode_term(raw: &[u8]) -> Result<Term, StoreError> {
     })
 }
 
+/// A Sentinel client for `master`. The first Sentinel URL's credentials authenticate to the
+/// Sentinels; `rediss://` Sentinel URLs mean TLS to the Sentinels and to the master alike,
+/// verified with `ca` when given.
+fn sentinel_client(
+    sentinels: &[String],
+    master: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    ca: Option<&[u8]>,
+) -> Result<redis::sentinel::SentinelClient, StoreError> {
+    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode};
+
+    let infos = sentinels
+        .iter()
+        .map(|u| u.as_str().into_connection_info())
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    let tls = infos
+        .iter()
+        .any(|i| matches!(i.addr(), ConnectionAddr::TcpTls { .. }));
+    let mut b = SentinelClientBuilder::new(
+        infos.iter().map(|i| i.addr().clone()),
+        master,
+        SentinelServerType::Master,
+    )?;
+    if let Some(first) = infos.first() {
+        if let Some(u) = first.redis_settings().username() {
+            b = b.set_client_to_sentinel_username(u);
+        }
+        if let Some(p) = first.redis_settings().password() {
+            b = b.set_client_to_sentinel_password(p);
+        }
+    }
+    if let Some(u) = username {
+        b = b.set_client_to_redis_username(u);
+    }
+    if let Some(p) = password {
+        b = b.set_client_to_redis_password(p);
+    }
+    if tls {
+        b = b
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+            .set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(ca) = ca {
+            let certs = || TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            };
+            b = b
+                .set_client_to_sentinel_certificates(certs())
+                .set_client_to_redis_certificates(certs());
+        }
+    }
+    Ok(b.build()?)
+}
+
 impl Store {
     /// Creates the pool; no connection is made until the first operation.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
@@ -225,18 +285,25 @@ impl Store {
                     pool::Manager::direct(client.get_connection_info().clone(), conn_config)?;
                 (Target::Direct(Box::new(client)), manager)
             }
-            Source::Sentinel { sentinels, master } => {
-                let client = redis::sentinel::SentinelClient::build(
-                    sentinels.clone(),
-                    master.clone(),
-                    None,
-                    redis::sentinel::SentinelServerType::Master,
+            Source::Sentinel {
+                sentinels,
+                master,
+                username,
+                password,
+            } => {
+                let client = sentinel_client(
+                    sentinels,
+                    master,
+                    username.as_deref(),
+                    password.as_deref(),
+                    config.ca_cert.as_deref(),
                 )?;
-                let manager = pool::Manager::sentinel(sentinels, master)?;
-                (
-                    Target::Sentinel(Arc::new(tokio::sync::Mutex::new(client))),
-                    manager,
-                )
+                let client = Arc::new(tokio::sync::Mutex::new(client));
+                let manager = pool::Manager::Sentinel {
+                    client: client.clone(),
+                    config: conn_config,
+                };
+                (Target::Sentinel(client), manager)
             }
         };
         let pool = Pool::builder(manager)

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::MultiplexedConnection;
+use redis::sentinel::SentinelClient;
 use redis::RedisError;
+use std::sync::Arc;
 
 /// How recently a connection must have been taken for its recycle to skip the PING.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
@@ -20,9 +22,14 @@ const TRUSTED_FOR: Duration = Duration::from_secs(1);
 /// names at the time), recycles them more cheaply.
 pub enum Manager {
     /// One Redis.
-    Direct(deadpool_redis::Manager),
-    /// The current master of a Sentinel-monitored group.
-    Sentinel(deadpool_redis::sentinel::Manager),
+    Direct(Box<deadpool_redis::Manager>),
+    /// The current master of a Sentinel-monitored group, asked anew for each connection.
+    Sentinel {
+        /// Asks the Sentinels.
+        client: Arc<tokio::sync::Mutex<SentinelClient>>,
+        /// Timeouts of the connections made.
+        config: redis::AsyncConnectionConfig,
+    },
 }
 
 impl Manager {
@@ -31,20 +38,9 @@ impl Manager {
         info: redis::ConnectionInfo,
         config: redis::AsyncConnectionConfig,
     ) -> Result<Self, RedisError> {
-        Ok(Self::Direct(deadpool_redis::Manager::new_with_config(
-            info, config,
-        )?))
-    }
-
-    /// A manager for the master named `master` by `sentinels`.
-    pub fn sentinel(sentinels: &[String], master: &str) -> Result<Self, RedisError> {
-        let m = deadpool_redis::sentinel::Manager::new(
-            sentinels.to_vec(),
-            master.to_owned(),
-            None,
-            deadpool_redis::sentinel::SentinelServerType::Master,
-        )?;
-        Ok(Self::Sentinel(m))
+        Ok(Self::Direct(Box::new(
+            deadpool_redis::Manager::new_with_config(info, config)?,
+        )))
     }
 }
 
@@ -54,8 +50,13 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
         match self {
-            Manager::Direct(m) => managed::Manager::create(m).await,
-            Manager::Sentinel(m) => managed::Manager::create(m).await,
+            Manager::Direct(m) => managed::Manager::create(&**m).await,
+            Manager::Sentinel { client, config } => {
+                let master = client.lock().await.async_get_client().await?;
+                master
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
         }
     }
 
@@ -68,8 +69,13 @@ impl managed::Manager for Manager {
             return Ok(());
         }
         match self {
-            Manager::Direct(m) => managed::Manager::recycle(m, conn, metrics).await,
-            Manager::Sentinel(m) => managed::Manager::recycle(m, conn, metrics).await,
+            Manager::Direct(m) => managed::Manager::recycle(&**m, conn, metrics).await,
+            // an idle connection to a demoted master answers PING too, but its first write
+            // fails READONLY and takes it out of the pool (see `check`)
+            Manager::Sentinel { .. } => {
+                let _: String = redis::cmd("PING").query_async(conn).await?;
+                Ok(())
+            }
         }
     }
 }

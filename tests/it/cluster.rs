@@ -226,3 +226,68 @@ async fn a_slot_migration_under_load_loses_no_acknowledged_change() {
     watch.until(&last).await;
     eprintln!("slot {slot} moved from node {from} to {to}; {failures} calls retried");
 }
+
+#[tokio::test]
+async fn a_cluster_with_a_password_and_tls_is_reached_only_with_both() {
+    let dir = std::env::temp_dir().join(format!("electiond-ctls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    std::fs::write(dir.join("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let cluster = RedisCluster::start_secure(3, &dir).await;
+    let p = prefix("cl-tls");
+    let seeds = |password: &str| {
+        cluster
+            .tls_ports
+            .iter()
+            .map(|port| format!("rediss://:{password}@127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut s = cluster_settings(&cluster, &p);
+    s.redis_cluster_nodes = Some(seeds(CLUSTER_PASSWORD));
+    s.redis_ca_cert = Some(dir.join("cert.pem").display().to_string());
+    let good = Replica::start(s.clone()).await;
+    // elections on every master, each with a watcher, all over TLS with the password
+    let names: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    let client = good.client("t0", "w").await;
+    let mut watches = Vec::new();
+    for n in &names {
+        watches.push(client.acting_as(n, "w").watch().await.expect("watch"));
+    }
+    for n in &names {
+        let t = client.acting_as(n, "c1").enter().await.unwrap();
+        assert_eq!(t.brief(), (1, "c1", vec!["c1"]));
+    }
+    for w in &mut watches {
+        assert_eq!(w.next().await.brief(), (1, "c1", vec!["c1"]));
+    }
+
+    // a wrong password, or no CA to trust the certificate: nothing gets through
+    let mut wrong = s.clone();
+    wrong.redis_cluster_nodes = Some(seeds("not-it"));
+    let mut untrusting = s;
+    untrusting.redis_ca_cert = None;
+    for settings in [wrong, untrusting] {
+        let mut settings = settings;
+        settings.redis_timeout_ms = 300;
+        let r = Replica::start(settings).await;
+        expect_code(
+            r.client("t0", "c2").await.enter().await,
+            tonic::Code::Unavailable,
+        );
+    }
+    assert_eq!(
+        client
+            .acting_as("t0", "reader")
+            .get_term()
+            .await
+            .unwrap()
+            .brief(),
+        (1, "c1", vec!["c1"]),
+        "the refused calls changed nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

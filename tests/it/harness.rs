@@ -24,6 +24,8 @@ pub struct RedisServer {
     dir: PathBuf,
     persistent: bool,
     extra: Vec<String>,
+    /// `requirepass`, when the server has one.
+    password: Option<String>,
 }
 
 /// A port nothing listens on right now.
@@ -76,6 +78,7 @@ impl RedisServer {
             dir,
             persistent,
             extra,
+            password: None,
         }
     }
 
@@ -122,7 +125,10 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Kills the server (no clean shutdown, like a crash).
@@ -152,27 +158,80 @@ impl RedisServer {
 /// on a free port, joined with `redis-cli --cluster create`.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// With [`Self::start_secure`]: each node's TLS port, in `nodes` order.
+    pub tls_ports: Vec<u16>,
 }
+
+/// The password of [`RedisCluster::start_secure`]'s nodes.
+pub const CLUSTER_PASSWORD: &str = "cluster-pw";
 
 impl RedisCluster {
     pub async fn start(masters: usize) -> Self {
+        Self::start_with(masters, None).await
+    }
+
+    /// A cluster whose nodes require [`CLUSTER_PASSWORD`] and also serve TLS (with the
+    /// certificate and key in `certs`, `cert.pem` and `key.pem`), among themselves too. Clients
+    /// connecting over TLS are told the TLS ports; the plain ports stay open for inspection.
+    pub async fn start_secure(masters: usize, certs: &std::path::Path) -> Self {
+        Self::start_with(masters, Some(certs)).await
+    }
+
+    async fn start_with(masters: usize, certs: Option<&std::path::Path>) -> Self {
         let mut nodes = Vec::new();
+        let mut tls_ports = Vec::new();
         for _ in 0..masters {
-            let mut n = RedisServer::new(
-                false,
-                vec![
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-config-file".into(),
-                    "nodes.conf".into(),
-                    "--cluster-node-timeout".into(),
-                    "2000".into(),
-                ],
-            );
+            let mut args: Vec<String> = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            if let Some(certs) = certs {
+                let tls_port = free_port();
+                tls_ports.push(tls_port);
+                let cert = certs.join("cert.pem").display().to_string();
+                let key = certs.join("key.pem").display().to_string();
+                args.extend(
+                    [
+                        "--tls-port",
+                        &tls_port.to_string(),
+                        "--tls-cert-file",
+                        &cert,
+                        "--tls-key-file",
+                        &key,
+                        "--tls-ca-cert-file",
+                        &cert,
+                        "--tls-auth-clients",
+                        "no",
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-replication",
+                        "yes",
+                        "--requirepass",
+                        CLUSTER_PASSWORD,
+                        "--masterauth",
+                        CLUSTER_PASSWORD,
+                    ]
+                    .map(str::to_owned),
+                );
+            }
+            let mut n = RedisServer::new(false, args);
+            if certs.is_some() {
+                n.password = Some(CLUSTER_PASSWORD.to_owned());
+            }
             n.spawn().await;
             nodes.push(n);
         }
-        let out = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if certs.is_some() {
+            create.args(["-a", CLUSTER_PASSWORD, "--no-auth-warning"]);
+        }
+        let out = create
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
@@ -185,7 +244,7 @@ impl RedisCluster {
             "redis-cli --cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, tls_ports };
         // every node must agree that all slots are served before the test starts
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -12,6 +12,14 @@ use crate::harness::*;
 
 /// Three sentinels watching `primary` as "elect"; killed when dropped.
 async fn sentinels(primary: &RedisServer) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
+    sentinels_with(primary, "").await
+}
+
+/// Three sentinels watching `primary` as "elect", with `extra` lines in their configuration.
+async fn sentinels_with(
+    primary: &RedisServer,
+    extra: &str,
+) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "electiond-sentinel-{}-{}",
         std::process::id(),
@@ -29,7 +37,7 @@ async fn sentinels(primary: &RedisServer) -> (Vec<Child>, Vec<u16>, std::path::P
                 "port {port}\nbind 127.0.0.1\ndir {}\n\
                  sentinel monitor elect 127.0.0.1 {} 2\n\
                  sentinel down-after-milliseconds elect 1000\n\
-                 sentinel failover-timeout elect 5000\n",
+                 sentinel failover-timeout elect 5000\n{extra}",
                 dir.display(),
                 primary.port
             ),
@@ -150,5 +158,66 @@ async fn a_failover_under_load_loses_no_acknowledged_change() {
     while last.as_ref().map(T::brief) != Some(term.brief()) {
         last = Some(w.next().await);
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sentinels_and_a_master_behind_passwords_are_reached_with_them() {
+    let primary = RedisServer::start().await;
+    let mut admin = primary.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("master-pw")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let (_sentinels, ports, dir) = sentinels_with(
+        &primary,
+        "sentinel auth-pass elect master-pw\nrequirepass sentinel-pw\n",
+    )
+    .await;
+    for &p in &ports {
+        wait_for(|| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", p))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+    let mut s = settings(&primary, &prefix("sentinel-auth"));
+    s.redis_url = None;
+    s.redis_sentinels = Some(
+        ports
+            .iter()
+            .map(|p| format!("redis://:sentinel-pw@127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    s.redis_sentinel_master = Some("elect".into());
+    s.redis_master_password = Some("master-pw".into());
+    let replica = Replica::start(s.clone()).await;
+    let mut c = replica.client("locked", "c1").await;
+    let mut w = c
+        .watch()
+        .await
+        .expect("pub/sub on the master, with its password");
+    assert_eq!(c.enter().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+    assert_eq!(w.next().await.brief(), (1, "c1", vec!["c1"]));
+
+    // the master's password is not the Sentinels': a wrong one gets nowhere
+    let mut wrong = s;
+    wrong.redis_master_password = Some("sentinel-pw".into());
+    wrong.redis_timeout_ms = 300;
+    let refused = Replica::start(wrong).await;
+    expect_code(
+        refused.client("locked", "c2").await.enter().await,
+        tonic::Code::Unavailable,
+    );
+    assert_eq!(
+        c.get_term().await.unwrap().brief(),
+        (1, "c1", vec!["c1"]),
+        "the refused call changed nothing"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
