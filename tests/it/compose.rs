@@ -95,24 +95,84 @@ fn the_compose_deployment_is_consistent_with_the_service() {
     assert!(dockerfile.contains("USER 10001"), "runs as non-root");
 }
 
+/// The words of a service's command (a list, or `sh -c` with a script).
+fn command(services: &serde_yaml::Value, name: &str) -> Vec<String> {
+    let service = &services[name];
+    let cmd = if service["command"].is_null() {
+        &service["<<"]["command"]
+    } else {
+        &service["command"]
+    };
+    cmd.as_sequence()
+        .unwrap_or_else(|| panic!("{name} has a command"))
+        .iter()
+        .filter_map(|v| v.as_str())
+        .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
 #[test]
-fn docker_compose_config_accepts_the_file_when_the_tool_is_installed() {
+fn the_sentinel_override_is_consistent_with_the_service() {
+    let base = load("docker-compose.yml");
+    let over = load("docker-compose.sentinel.yml");
+    let services = &over["services"];
+    let sentinel_names = ["sentinel-1", "sentinel-2", "sentinel-3"];
+
+    // a replica of the primary, and Sentinels that watch the primary as "elect" with a
+    // majority quorum
+    let replica = command(services, "redis-replica").join(" ");
+    assert!(replica.contains("--replicaof redis 6379"), "{replica}");
+    for name in sentinel_names {
+        let script = command(services, name).join(" ");
+        assert!(
+            script.contains("'sentinel monitor elect redis 6379 2'"),
+            "{name}: {script}"
+        );
+        assert!(script.contains("--sentinel"), "{name}: {script}");
+        assert!(script.contains("'port 26379'"), "{name}: {script}");
+    }
+
+    for name in ["electiond-1", "electiond-2", "electiond-3"] {
+        // the override's variables replace the main file's, as docker-compose merges them
+        let mut env = environment(&base["services"], name);
+        env.extend(environment(services, name));
+        let settings = electiond::config::Settings::from_vars(env)
+            .unwrap_or_else(|e| panic!("{name}: electiond would refuse its settings: {e}"));
+        assert_eq!(
+            settings.redis_url, None,
+            "{name} still has a fixed Redis URL"
+        );
+        assert_eq!(settings.redis_sentinel_master.as_deref(), Some("elect"));
+        let expected: Vec<String> = sentinel_names
+            .iter()
+            .map(|s| format!("redis://{s}:26379"))
+            .collect();
+        assert_eq!(settings.sentinels(), expected, "{name}");
+        assert_eq!(settings.redis_wait_replicas, 1, "{name}");
+    }
+}
+
+/// Runs `docker-compose config -q` on `files`; skipped where the tool is missing.
+fn compose_config(files: &[&str]) {
     // CI installs docker-compose; elsewhere this check needs it on PATH
-    let Ok(out) = std::process::Command::new("docker-compose")
-        .args([
-            "-f",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"),
-            "config",
-            "-q",
-        ])
-        .output()
-    else {
+    let mut cmd = std::process::Command::new("docker-compose");
+    for f in files {
+        cmd.arg("-f")
+            .arg(format!("{}/{f}", env!("CARGO_MANIFEST_DIR")));
+    }
+    let Ok(out) = cmd.args(["config", "-q"]).output() else {
         eprintln!("docker-compose not installed: `docker-compose config` not run");
         return;
     };
     assert!(
         out.status.success(),
-        "docker-compose config: {}",
+        "docker-compose config {files:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn docker_compose_config_accepts_the_files_when_the_tool_is_installed() {
+    compose_config(&["docker-compose.yml"]);
+    compose_config(&["docker-compose.yml", "docker-compose.sentinel.yml"]);
 }
