@@ -30,7 +30,16 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
         .iter()
         .filter_map(|l| l["scenario"].as_str())
         .collect();
-    assert_eq!(names, ["writes", "reads", "contention"]);
+    assert_eq!(
+        names,
+        [
+            "writes",
+            "reads",
+            "contention",
+            "writes, cluster of 1 master",
+            "writes, cluster of 3 masters"
+        ]
+    );
     for l in loads {
         assert!(l["grpc"]["count"].as_u64() > Some(0), "{l}");
         assert_eq!(l["grpc"]["failed"].as_u64(), Some(0), "{l}");

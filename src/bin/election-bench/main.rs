@@ -49,10 +49,11 @@ struct Args {
     /// Changes made in the fan-out scenario.
     #[arg(long, default_value_t = 50)]
     changes: usize,
-    /// Scenarios to run, comma-separated: writes, reads, contention, fanout.
+    /// Scenarios to run, comma-separated: writes, reads, contention, fanout, and masters
+    /// (the writes again, on a Redis Cluster of one master and then of three, one replica).
     #[arg(
         long,
-        default_value = "writes,reads,contention,fanout",
+        default_value = "writes,reads,contention,fanout,masters",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -110,7 +111,8 @@ async fn run(args: Args) -> Result<Report, String> {
             .clone()
             .unwrap_or_else(procs::default_electiond);
         for _ in 0..args.replicas.max(1) {
-            replicas.push(procs::start_replica(&bin, &redis_url, &prefix).await?);
+            let redis = ("ELECTION_REDIS_URL", redis_url.as_str());
+            replicas.push(procs::start_replica(&bin, redis, &prefix).await?);
         }
         replicas.iter().map(|(_, a)| *a).collect()
     } else {
@@ -189,6 +191,13 @@ async fn run(args: Args) -> Result<Report, String> {
     if want("fanout") {
         report.fanout = Some(fan_out(&args, &addrs, &pids, &redis_url).await?);
     }
+    if want("masters") {
+        for masters in [1, 3] {
+            report
+                .loads
+                .push(cluster_writes(&args, masters, duration).await?);
+        }
+    }
     report.replicas = replica_figures(&redis_url, &pids).await;
     Ok(report)
 }
@@ -224,6 +233,44 @@ async fn enter_withdraw(
     })
     .await;
     Load::new(scenario, args.clients, grpc, Some(direct))
+}
+
+/// The writes scenario on a fresh Redis Cluster of `masters` masters, through one replica in
+/// Cluster mode (and the same scripts straight on the cluster).
+async fn cluster_writes(args: &Args, masters: usize, duration: Duration) -> Result<Load, String> {
+    let (_nodes, seeds, dir) = procs::start_cluster(masters).await?;
+    let prefix = format!("bench{}-cluster", std::process::id());
+    let bin = args
+        .electiond
+        .clone()
+        .unwrap_or_else(procs::default_electiond);
+    let redis = ("ELECTION_REDIS_CLUSTER_NODES", seeds.as_str());
+    let (_replica, addr) = procs::start_replica(&bin, redis, &prefix).await?;
+    let store = Store::new(&StoreConfig {
+        source: electiond::store::Source::Cluster {
+            nodes: seeds.split(',').map(str::to_owned).collect(),
+        },
+        ca_cert: None,
+        wait_replicas: 0,
+        key_prefix: format!("{prefix}-direct"),
+        pool_size: 16,
+        timeout: Duration::from_secs(2),
+        lease_ttl_ms: 10_000,
+        max_candidates: 10_000,
+        metrics: Default::default(),
+    })
+    .map_err(|e| e.to_string())?;
+    let channels = connect(addr, args.clients).await?;
+    let e = args.elections;
+    let name_of = move |k: usize, i: u64| format!("w-{}", (k * 7919 + (i as usize) / 2) % e);
+    let scenario = if masters == 1 {
+        "writes, cluster of 1 master".to_owned()
+    } else {
+        format!("writes, cluster of {masters} masters")
+    };
+    let load = enter_withdraw(&scenario, args, &channels, &store, duration, name_of).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(load)
 }
 
 /// One operation straight on Redis through the service's store.

@@ -37,23 +37,8 @@ pub async fn start_redis() -> Result<(Proc, String), String> {
         .spawn()
         .map_err(|e| format!("cannot start redis-server: {e}"))?;
     let url = format!("redis://127.0.0.1:{port}");
-    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-            if redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .is_ok()
-            {
-                return Ok((Proc { child }, url));
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("redis-server did not answer".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ping(&url).await?;
+    Ok((Proc { child }, url))
 }
 
 /// The `electiond` binary next to this one (both are built by `cargo build`).
@@ -62,16 +47,135 @@ pub fn default_electiond() -> PathBuf {
     exe.with_file_name("electiond")
 }
 
+/// A Redis Cluster of `masters` masters on free ports (one, or three and more, joined with
+/// `redis-cli --cluster create`): the processes, the seed list for `ELECTION_REDIS_CLUSTER_NODES`, and the directory
+/// holding their state (removed by the caller).
+pub async fn start_cluster(masters: usize) -> Result<(Vec<Proc>, String, PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!("election-bench-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut procs = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..masters {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--maxclients", "20000"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        procs.push(Proc { child });
+        ports.push(port);
+    }
+    for port in &ports {
+        wait_ping(&format!("redis://127.0.0.1:{port}")).await?;
+    }
+    if masters == 1 {
+        // redis-cli creates clusters of three masters or more; one node takes every slot
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", ports[0]))
+            .map_err(|e| e.to_string())?;
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .exec_async(&mut c)
+            .await
+            .map_err(|e| format!("CLUSTER ADDSLOTSRANGE: {e}"))?;
+    } else {
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'settle: loop {
+        if Instant::now() > deadline {
+            return Err("the cluster did not settle".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for port in &ports {
+            let url = format!("redis://127.0.0.1:{port}");
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                continue 'settle;
+            };
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if !info.contains("cluster_state:ok") {
+                continue 'settle;
+            }
+        }
+        break;
+    }
+    let seeds = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok((procs, seeds, dir))
+}
+
+async fn wait_ping(url: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            if redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} did not answer"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Where a replica finds Redis: the variable and its value.
+pub type RedisVar<'a> = (&'a str, &'a str);
+
 pub async fn start_replica(
     bin: &Path,
-    redis_url: &str,
+    redis: RedisVar<'_>,
     prefix: &str,
 ) -> Result<(Proc, SocketAddr), String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new(bin)
         .env("ELECTION_LISTEN_ADDR", addr.to_string())
-        .env("ELECTION_REDIS_URL", redis_url)
+        .env(redis.0, redis.1)
         .env("ELECTION_KEY_PREFIX", prefix)
         .env("ELECTION_LOG_LEVEL", "warn")
         .env("ELECTION_METRICS_ADDR", "127.0.0.1:0")

@@ -148,9 +148,16 @@ impl Report {
         let mut out = String::new();
         let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
         let _ = writeln!(out, "machine: {} ({} cpus)\n", self.machine, self.cpus);
+        let w = self
+            .loads
+            .iter()
+            .map(|l| l.scenario.len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
         let _ = writeln!(
             out,
-            "{:<11} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12} {:>7}",
+            "{:<w$} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12} {:>7}",
             "scenario",
             "clients",
             "calls/s",
@@ -166,7 +173,7 @@ impl Report {
             let g = &l.grpc;
             let _ = writeln!(
                 out,
-                "{:<11} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12} {:>7}",
+                "{:<w$} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12} {:>7}",
                 l.scenario,
                 l.clients,
                 g.per_second,
