@@ -424,17 +424,10 @@ async fn serve(
         if let Err(e) = bounded("subscribe", timeout, sink.subscribe(&channels)).await {
             return e;
         }
-        if let Err(e) = inner.catch_up(&channels).await {
-            return Exit::Lost(format!("catch-up read: {e}"));
-        }
     }
-    if !first {
-        tracing::info!(
-            elections = channels.len(),
-            "redis pub/sub reconnected; watchers caught up"
-        );
+    if let Err(e) = resumed(inner, &channels, first, backoff).await {
+        return e;
     }
-    *backoff = BACKOFF_MIN;
 
     let mut stop = inner.stop.clone();
     // with Sentinel the check also looks for a moved master, so it runs more often
@@ -469,8 +462,8 @@ async fn serve(
                     if let Err(e) = bounded("subscribe", timeout, sink.subscribe(&subscribe)).await {
                         return e;
                     }
-                    if let Err(e) = inner.catch_up(&subscribe).await {
-                        return Exit::Lost(format!("catch-up read: {e}"));
+                    if let Err(e) = catch_up(inner, &subscribe).await {
+                        return e;
                     }
                 }
             }
@@ -492,6 +485,36 @@ async fn serve(
             _ = stopped(&mut stop) => return Exit::Stop,
         }
     }
+}
+
+/// Catches `channels` up (see [`Inner::catch_up`]); a failed read ends the connection.
+async fn catch_up(inner: &Inner, channels: &[String]) -> Result<(), Exit> {
+    if channels.is_empty() {
+        return Ok(());
+    }
+    inner
+        .catch_up(channels)
+        .await
+        .map_err(|e| Exit::Lost(format!("catch-up read: {e}")))
+}
+
+/// After (re)subscribing `channels` on a new connection: catches them up, says so when this
+/// is a reconnection, and resets the reconnect backoff.
+async fn resumed(
+    inner: &Inner,
+    channels: &[String],
+    first: bool,
+    backoff: &mut Duration,
+) -> Result<(), Exit> {
+    catch_up(inner, channels).await?;
+    if !first {
+        tracing::info!(
+            elections = channels.len(),
+            "redis pub/sub reconnected; watchers caught up"
+        );
+    }
+    *backoff = BACKOFF_MIN;
+    Ok(())
 }
 
 /// Takes every queued command at once (one subscription and one read for a burst), and
@@ -570,18 +593,9 @@ async fn serve_cluster(
     if let Err(e) = ssubscribe(&mut conn, &channels, &mut expected, timeout).await {
         return e;
     }
-    if !channels.is_empty() {
-        if let Err(e) = inner.catch_up(&channels).await {
-            return Exit::Lost(format!("catch-up read: {e}"));
-        }
+    if let Err(e) = resumed(inner, &channels, first, backoff).await {
+        return e;
     }
-    if !first {
-        tracing::info!(
-            elections = channels.len(),
-            "redis cluster pub/sub reconnected; watchers caught up"
-        );
-    }
-    *backoff = BACKOFF_MIN;
 
     let mut stop = inner.stop.clone();
     // the connection's own recovery can stall (see `ClusterTarget::retire`): check it often
@@ -642,8 +656,8 @@ async fn serve_cluster(
                 if !resubscribed.is_empty() {
                     resubscribed.sort();
                     resubscribed.dedup();
-                    if let Err(e) = inner.catch_up(&resubscribed).await {
-                        return Exit::Lost(format!("catch-up read: {e}"));
+                    if let Err(e) = catch_up(inner, &resubscribed).await {
+                        return e;
                     }
                 }
             }
@@ -659,8 +673,8 @@ async fn serve_cluster(
                     if let Err(e) = ssubscribe(&mut conn, &subscribe, &mut expected, timeout).await {
                         return e;
                     }
-                    if let Err(e) = inner.catch_up(&subscribe).await {
-                        return Exit::Lost(format!("catch-up read: {e}"));
+                    if let Err(e) = catch_up(inner, &subscribe).await {
+                        return e;
                     }
                 }
             }

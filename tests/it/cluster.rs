@@ -229,13 +229,7 @@ async fn a_slot_migration_under_load_loses_no_acknowledged_change() {
 
 #[tokio::test]
 async fn a_cluster_with_a_password_and_tls_is_reached_only_with_both() {
-    let dir = std::env::temp_dir().join(format!("electiond-ctls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    std::fs::write(dir.join("cert.pem"), key.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let dir = self_signed_cert("ctls");
     let cluster = RedisCluster::start_secure(3, &dir).await;
     let p = prefix("cl-tls");
     let seeds = |password: &str| {

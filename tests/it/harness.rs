@@ -385,6 +385,19 @@ impl RedisCluster {
     }
 }
 
+/// A fresh directory holding a self-signed certificate for `localhost` and `127.0.0.1`, as
+/// `cert.pem` and `key.pem`.
+pub fn self_signed_cert(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("electiond-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("cert dir");
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("certificate");
+    std::fs::write(dir.join("cert.pem"), key.cert.pem()).expect("cert.pem");
+    std::fs::write(dir.join("key.pem"), key.signing_key.serialize_pem()).expect("key.pem");
+    dir
+}
+
 /// The hash slot of a key (CRC16 of its hash tag, as Redis Cluster computes it).
 pub async fn slot_of(node: &RedisServer, key: &str) -> u16 {
     redis::cmd("CLUSTER")

@@ -389,13 +389,7 @@ async fn a_call_past_its_deadline_gets_deadline_exceeded_instead_of_waiting() {
 
 #[tokio::test]
 async fn redis_over_tls_is_verified_against_the_configured_ca() {
-    let dir = std::env::temp_dir().join(format!("electiond-rtls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    std::fs::write(dir.join("redis.crt"), key.cert.pem()).unwrap();
-    std::fs::write(dir.join("redis.key"), key.signing_key.serialize_pem()).unwrap();
+    let dir = self_signed_cert("rtls");
     let port = free_port();
     let _redis = tokio::process::Command::new("redis-server")
         .args([
@@ -407,9 +401,9 @@ async fn redis_over_tls_is_verified_against_the_configured_ca() {
             "127.0.0.1",
         ])
         .arg("--tls-cert-file")
-        .arg(dir.join("redis.crt"))
+        .arg(dir.join("cert.pem"))
         .arg("--tls-key-file")
-        .arg(dir.join("redis.key"))
+        .arg(dir.join("key.pem"))
         .args([
             "--tls-auth-clients",
             "no",
@@ -435,7 +429,7 @@ async fn redis_over_tls_is_verified_against_the_configured_ca() {
     s.metrics_addr = None;
     s.key_prefix = prefix("rtls");
     s.redis_url = Some(format!("rediss://127.0.0.1:{port}"));
-    s.redis_ca_cert = Some(dir.join("redis.crt").display().to_string());
+    s.redis_ca_cert = Some(dir.join("cert.pem").display().to_string());
     let replica = Replica::start(s).await;
     let mut c = replica.client("t", "c1").await;
     wait_for(|| async { c.clone().get_term().await.is_ok() }).await;

@@ -119,18 +119,7 @@ async fn run(args: Args) -> Result<Report, String> {
         args.targets.clone()
     };
     let pids: Vec<u32> = replicas.iter().filter_map(|(p, _)| p.pid()).collect();
-    let store = Store::new(&StoreConfig {
-        source: electiond::store::Source::Url(redis_url.clone()),
-        ca_cert: None,
-        wait_replicas: 0,
-        key_prefix: format!("{prefix}-direct"),
-        pool_size: 16,
-        timeout: Duration::from_secs(2),
-        lease_ttl_ms: 10_000,
-        max_candidates: 10_000,
-        metrics: Default::default(),
-    })
-    .map_err(|e| e.to_string())?;
+    let store = direct_store(electiond::store::Source::Url(redis_url.clone()), &prefix)?;
 
     let mut report = Report::new(&args, addrs.len());
     let duration = Duration::from_secs_f64(args.duration);
@@ -246,20 +235,8 @@ async fn cluster_writes(args: &Args, masters: usize, duration: Duration) -> Resu
         .unwrap_or_else(procs::default_electiond);
     let redis = ("ELECTION_REDIS_CLUSTER_NODES", seeds.as_str());
     let (_replica, addr) = procs::start_replica(&bin, redis, &prefix).await?;
-    let store = Store::new(&StoreConfig {
-        source: electiond::store::Source::Cluster {
-            nodes: seeds.split(',').map(str::to_owned).collect(),
-        },
-        ca_cert: None,
-        wait_replicas: 0,
-        key_prefix: format!("{prefix}-direct"),
-        pool_size: 16,
-        timeout: Duration::from_secs(2),
-        lease_ttl_ms: 10_000,
-        max_candidates: 10_000,
-        metrics: Default::default(),
-    })
-    .map_err(|e| e.to_string())?;
+    let nodes = seeds.split(',').map(str::to_owned).collect();
+    let store = direct_store(electiond::store::Source::Cluster { nodes }, &prefix)?;
     let channels = connect(addr, args.clients).await?;
     let e = args.elections;
     let name_of = move |k: usize, i: u64| format!("w-{}", (k * 7919 + (i as usize) / 2) % e);
@@ -271,6 +248,22 @@ async fn cluster_writes(args: &Args, masters: usize, duration: Duration) -> Resu
     let load = enter_withdraw(&scenario, args, &channels, &store, duration, name_of).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(load)
+}
+
+/// The service's store on `source`, for the baseline straight on Redis (its own key prefix).
+fn direct_store(source: electiond::store::Source, prefix: &str) -> Result<Store, String> {
+    Store::new(&StoreConfig {
+        source,
+        ca_cert: None,
+        wait_replicas: 0,
+        key_prefix: format!("{prefix}-direct"),
+        pool_size: 16,
+        timeout: Duration::from_secs(2),
+        lease_ttl_ms: 10_000,
+        max_candidates: 10_000,
+        metrics: Default::default(),
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// One operation straight on Redis through the service's store.
