@@ -135,8 +135,11 @@ struct RetireUnlessDone {
 impl Drop for RetireUnlessDone {
     fn drop(&mut self) {
         if let Some(failed) = self.commands.take() {
-            let target = self.target.clone();
-            tokio::spawn(async move { target.retire(&failed).await });
+            // no runtime means the process is ending: nothing to retire for
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let target = self.target.clone();
+                rt.spawn(async move { target.retire(&failed).await });
+            }
         }
     }
 }

@@ -263,7 +263,7 @@ impl Store {
             Source::Cluster { nodes } => {
                 let target =
                     cluster::ClusterTarget::new(nodes, config.ca_cert.clone(), config.timeout)?;
-                return Ok(self::Store::with_backend(
+                return Ok(Self::with_backend(
                     config,
                     Backend::Cluster(Arc::new(target)),
                     Publish::Sharded,
