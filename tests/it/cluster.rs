@@ -285,3 +285,59 @@ async fn a_cluster_with_a_password_and_tls_is_reached_only_with_both() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn on_a_cluster_a_change_missed_while_pubsub_was_cut_is_still_delivered() {
+    let cluster = RedisCluster::start(3).await;
+    let p = prefix("cl-cut");
+    let replica = Replica::start(cluster_settings(&cluster, &p)).await;
+    let mut w = replica.client("cut", "w").await.watch().await.unwrap();
+    let mut c = replica.client("cut", "c1").await;
+    c.enter().await.unwrap();
+    assert_eq!(w.next().await.brief(), (1, "c1", vec!["c1"]));
+
+    // a write that publishes nothing, on the election's master, then that master drops every
+    // pub/sub client: the cluster connection subscribes again and the replica must catch up
+    let key = term_key(&p, "cut");
+    let node = &cluster.nodes[cluster
+        .owner_of(slot_of(&cluster.nodes[0], &key).await)
+        .await];
+    let mut conn = node.connection().await;
+    let raw: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let changed = raw
+        .replace(r#""c":["c1"]"#, r#""c":["c1","c2"]"#)
+        .replace(r#""rev":"#, r#""rev":9"#);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&changed)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        w.try_next(Duration::from_millis(200)).await.is_none(),
+        "a silent write reaches no one by itself"
+    );
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        killed, 1,
+        "the replica's one pub/sub connection to this node"
+    );
+    assert_eq!(
+        w.next().await.brief(),
+        (1, "c1", vec!["c1", "c2"]),
+        "caught up after the subscription came back"
+    );
+    // and events flow again
+    let t = replica.client("cut", "c3").await.enter().await.unwrap();
+    assert_eq!(w.until(&t).await.last().map(T::brief), Some(t.brief()));
+}
