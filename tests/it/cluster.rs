@@ -341,3 +341,39 @@ async fn on_a_cluster_a_change_missed_while_pubsub_was_cut_is_still_delivered() 
     let t = replica.client("cut", "c3").await.enter().await.unwrap();
     assert_eq!(w.until(&t).await.last().map(T::brief), Some(t.brief()));
 }
+
+#[tokio::test]
+async fn a_master_going_down_gives_unavailable_and_service_resumes_when_it_returns() {
+    let mut cluster = RedisCluster::start(3).await;
+    let p = prefix("cl-down");
+    let mut s = cluster_settings(&cluster, &p);
+    s.redis_timeout_ms = 500;
+    let replica = Replica::start(s).await;
+    let key = term_key(&p, "down");
+    let owner = cluster
+        .owner_of(slot_of(&cluster.nodes[0], &key).await)
+        .await;
+    let mut c = replica.client("down", "c1").await;
+    assert_eq!(c.enter().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+
+    cluster.nodes[owner].stop().await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        expect_code(c.get_term().await, tonic::Code::Unavailable);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a call on a dead master must fail within its time bound, took {:?}",
+            started.elapsed()
+        );
+    }
+
+    // the node comes back (empty: it kept nothing) and rejoins; no replica restart needed
+    cluster.nodes[owner].restart().await;
+    let mut c2 = c.acting_as("down", "c2");
+    wait_for(|| {
+        let mut c2 = c2.clone();
+        async move { c2.get_term().await.is_ok() }
+    })
+    .await;
+    assert_eq!(c2.enter().await.unwrap().candidates, vec!["c2"]);
+}
