@@ -377,3 +377,62 @@ async fn a_master_going_down_gives_unavailable_and_service_resumes_when_it_retur
     .await;
     assert_eq!(c2.enter().await.unwrap().candidates, vec!["c2"]);
 }
+
+#[tokio::test]
+async fn with_wait_replicas_on_a_cluster_an_acknowledged_change_is_on_the_shards_replica() {
+    let mut cluster = RedisCluster::start_with_replicas(3).await;
+    let p = prefix("cl-wait");
+    let mut s = cluster_settings(&cluster, &p);
+    s.redis_wait_replicas = 1;
+    // room for a replica's first acknowledgement on a loaded machine (WAIT gets three quarters)
+    s.redis_timeout_ms = 2000;
+    let replica = Replica::start(s).await;
+    let client = replica.client("w0", "c1").await;
+
+    // elections on every master; each acknowledged Enter is already on that shard's replica
+    let ids = cluster.node_ids().await;
+    for i in 0..12 {
+        let name = format!("w{i}");
+        let t = client.acting_as(&name, "c1").enter().await.unwrap();
+        assert_eq!(t.brief(), (1, "c1", vec!["c1"]));
+        let key = term_key(&p, &name);
+        let master = cluster
+            .owner_of(slot_of(&cluster.nodes[0], &key).await)
+            .await;
+        let mut copies = 0;
+        for (n, node) in cluster.nodes.iter().enumerate().skip(3) {
+            let mut c = node.connection().await;
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let of_master = info.contains(&format!("master_port:{}", cluster.nodes[master].port));
+            if !of_master {
+                continue;
+            }
+            let _: () = redis::cmd("READONLY").query_async(&mut c).await.unwrap();
+            let held: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            assert!(
+                held.is_some_and(|h| h.contains("c1")),
+                "node {n} ({}) replicates the master of {name} but lacks it",
+                ids[n]
+            );
+            copies += 1;
+        }
+        assert_eq!(copies, 1, "{name}: one replica per master");
+    }
+
+    // with the replicas gone, nothing more is acknowledged
+    for n in 3..6 {
+        cluster.nodes[n].stop().await;
+    }
+    expect_code(
+        client.acting_as("w0", "c2").enter().await,
+        tonic::Code::Unavailable,
+    );
+}

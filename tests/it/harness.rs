@@ -167,20 +167,26 @@ pub const CLUSTER_PASSWORD: &str = "cluster-pw";
 
 impl RedisCluster {
     pub async fn start(masters: usize) -> Self {
-        Self::start_with(masters, None).await
+        Self::start_with(masters, 0, None).await
+    }
+
+    /// `masters` masters with one replica each: `nodes` holds the masters first (as
+    /// `redis-cli` assigns them), then the replicas.
+    pub async fn start_with_replicas(masters: usize) -> Self {
+        Self::start_with(masters, 1, None).await
     }
 
     /// A cluster whose nodes require [`CLUSTER_PASSWORD`] and also serve TLS (with the
     /// certificate and key in `certs`, `cert.pem` and `key.pem`), among themselves too. Clients
     /// connecting over TLS are told the TLS ports; the plain ports stay open for inspection.
     pub async fn start_secure(masters: usize, certs: &std::path::Path) -> Self {
-        Self::start_with(masters, Some(certs)).await
+        Self::start_with(masters, 0, Some(certs)).await
     }
 
-    async fn start_with(masters: usize, certs: Option<&std::path::Path>) -> Self {
+    async fn start_with(masters: usize, replicas: usize, certs: Option<&std::path::Path>) -> Self {
         let mut nodes = Vec::new();
         let mut tls_ports = Vec::new();
-        for _ in 0..masters {
+        for _ in 0..masters * (1 + replicas) {
             let mut args: Vec<String> = [
                 "--cluster-enabled",
                 "yes",
@@ -235,7 +241,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .await
             .expect("redis-cli is on PATH");
@@ -263,6 +269,15 @@ impl RedisCluster {
                     .await
                     .expect("cluster nodes");
                 ok &= known.lines().filter(|l| l.contains("master")).count() == masters;
+                ok &= known.lines().filter(|l| l.contains("slave")).count() == masters * replicas;
+                let role: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut c)
+                    .await
+                    .expect("info replication");
+                if role.contains("role:slave") {
+                    ok &= role.contains("master_link_status:up");
+                }
             }
             if ok {
                 return cluster;
