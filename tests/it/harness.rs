@@ -61,6 +61,13 @@ impl RedisServer {
         s
     }
 
+    /// A Redis with extra command-line arguments (a plain port stays open for inspection).
+    pub async fn start_with_args(extra: Vec<String>) -> Self {
+        let mut s = Self::new(false, extra);
+        s.spawn().await;
+        s
+    }
+
     async fn start_with(persistent: bool) -> Self {
         let mut server = Self::new(persistent, Vec::new());
         server.spawn().await;

@@ -12,34 +12,44 @@ use crate::harness::*;
 
 /// Three sentinels watching `primary` as "elect"; killed when dropped.
 async fn sentinels(primary: &RedisServer) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
-    sentinels_with(primary, "").await
+    sentinels_with(primary.port, None, "").await
 }
 
-/// Three sentinels watching `primary` as "elect", with `extra` lines in their configuration.
+/// Three sentinels watching the master on `master_port` as "elect", with `extra` lines in
+/// their configuration. With `tls` (a directory holding `cert.pem` and `key.pem`) they serve
+/// TLS only, and reach the master over TLS.
 async fn sentinels_with(
-    primary: &RedisServer,
+    master_port: u16,
+    tls: Option<&std::path::Path>,
     extra: &str,
 ) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!(
-        "electiond-sentinel-{}-{}",
+        "electiond-sentinel-{}-{master_port}",
         std::process::id(),
-        primary.port
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut children = Vec::new();
     let mut ports = Vec::new();
     for i in 0..3 {
         let port = free_port();
+        let listen = match tls {
+            None => format!("port {port}\n"),
+            Some(certs) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+                 tls-ca-cert-file {cert}\ntls-auth-clients no\ntls-replication yes\n",
+                cert = certs.join("cert.pem").display(),
+                key = certs.join("key.pem").display(),
+            ),
+        };
         let conf = dir.join(format!("sentinel-{i}.conf"));
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor elect 127.0.0.1 {} 2\n\
+                "{listen}bind 127.0.0.1\ndir {}\n\
+                 sentinel monitor elect 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds elect 1000\n\
                  sentinel failover-timeout elect 5000\n{extra}",
                 dir.display(),
-                primary.port
             ),
         )
         .unwrap();
@@ -173,7 +183,8 @@ async fn sentinels_and_a_master_behind_passwords_are_reached_with_them() {
         .await
         .unwrap();
     let (_sentinels, ports, dir) = sentinels_with(
-        &primary,
+        primary.port,
+        None,
         "sentinel auth-pass elect master-pw\nrequirepass sentinel-pw\n",
     )
     .await;
@@ -220,4 +231,68 @@ async fn sentinels_and_a_master_behind_passwords_are_reached_with_them() {
         "the refused call changed nothing"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sentinels_and_a_master_over_tls_are_reached_with_the_ca() {
+    let certs = self_signed_cert("sentinel-tls");
+    let tls_port = free_port();
+    let cert = certs.join("cert.pem").display().to_string();
+    let key = certs.join("key.pem").display().to_string();
+    let _master = RedisServer::start_with_args(
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &cert,
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
+    .await;
+    let (_sentinels, ports, dir) = sentinels_with(tls_port, Some(&certs), "").await;
+    for &p in &ports {
+        wait_for(|| async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", p))
+                .await
+                .is_ok()
+        })
+        .await;
+    }
+    let mut s = electiond::config::Settings::defaults();
+    s.listen_addr = "127.0.0.1:0".parse().unwrap();
+    s.metrics_addr = None;
+    s.key_prefix = prefix("sentinel-tls");
+    s.redis_sentinels = Some(
+        ports
+            .iter()
+            .map(|p| format!("rediss://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    s.redis_sentinel_master = Some("elect".into());
+    s.redis_ca_cert = Some(cert.clone());
+    let replica = Replica::start(s.clone()).await;
+    let mut c = replica.client("sealed", "c1").await;
+    let mut w = c.watch().await.expect("pub/sub on the master over TLS");
+    assert_eq!(c.enter().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+    assert_eq!(w.next().await.brief(), (1, "c1", vec!["c1"]));
+
+    // without the CA, neither the Sentinels nor the master are trusted
+    let mut untrusting = s;
+    untrusting.redis_ca_cert = None;
+    untrusting.redis_timeout_ms = 300;
+    let refused = Replica::start(untrusting).await;
+    expect_code(
+        refused.client("sealed", "c2").await.enter().await,
+        tonic::Code::Unavailable,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&certs);
 }
