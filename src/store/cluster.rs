@@ -5,7 +5,7 @@
 //! (refreshing its slot map). Every election's keys and channel share one hash tag, so each
 //! operation is one script on the master of the election's slot.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -22,7 +22,12 @@ pub struct ClusterTarget {
     ca_cert: Option<Vec<u8>>,
     timeout: Duration,
     /// The command connection, made on first use and made anew after it stops answering.
-    commands: Mutex<Option<Commands>>,
+    /// Taken on every operation, so a plain lock held for a clone.
+    commands: std::sync::Mutex<Option<Commands>>,
+    /// Held while connecting, so that callers wait for one new connection, not make many.
+    connecting: Mutex<()>,
+    /// Numbers the command connections.
+    generations: AtomicU64,
 }
 
 /// The command connection, numbered so that only the one that failed is replaced.
@@ -40,7 +45,9 @@ impl ClusterTarget {
             nodes: nodes.to_vec(),
             ca_cert,
             timeout,
-            commands: Mutex::new(None),
+            commands: std::sync::Mutex::new(None),
+            connecting: Mutex::new(()),
+            generations: AtomicU64::new(0),
         };
         target.builder().build()?;
         Ok(target)
@@ -61,18 +68,30 @@ impl ClusterTarget {
 
     /// The shared command connection, connecting first when there is none.
     pub async fn commands(&self) -> RedisResult<Commands> {
-        let mut current = self.commands.lock().await;
-        if let Some(c) = current.as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _connecting = self.connecting.lock().await;
+        // another caller may have connected while this one waited
+        if let Some(c) = self.current() {
+            return Ok(c);
         }
         let conn = self.builder().build()?.get_async_connection().await?;
-        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let c = Commands {
-            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
             conn,
         };
-        *current = Some(c.clone());
+        *self.slot() = Some(c.clone());
         Ok(c)
+    }
+
+    fn current(&self) -> Option<Commands> {
+        self.slot().clone()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Commands>> {
+        // only ever assigned whole, so a poisoned lock still holds a consistent value
+        self.commands.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops `failed` (unless it was already replaced), so the next operation connects anew.
@@ -80,8 +99,8 @@ impl ClusterTarget {
     /// redis-rs's cluster connection recovers from most failures by itself, but its slot-map
     /// refresh can wait forever (seen under load while a slot migrates), after which every
     /// command on it times out. A command that timed out therefore retires the connection.
-    pub async fn retire(&self, failed: &Commands) {
-        let mut current = self.commands.lock().await;
+    pub fn retire(&self, failed: &Commands) {
+        let mut current = self.slot();
         if current
             .as_ref()
             .is_some_and(|c| c.generation == failed.generation)
@@ -109,14 +128,14 @@ impl ClusterTarget {
 
 /// Runs `f` on the command connection. When it times out, or is abandoned by a caller's
 /// timeout, the connection is retired (see [`ClusterTarget::retire`]).
-pub async fn call<T, F, Fut>(target: &Arc<ClusterTarget>, f: F) -> RedisResult<T>
+pub async fn call<T, F, Fut>(target: &ClusterTarget, f: F) -> RedisResult<T>
 where
     F: FnOnce(ClusterConnection) -> Fut,
     Fut: std::future::Future<Output = RedisResult<T>>,
 {
     let commands = target.commands().await?;
     let mut guard = RetireUnlessDone {
-        target: target.clone(),
+        target,
         commands: Some(commands.clone()),
     };
     let r = f(commands.conn).await;
@@ -127,19 +146,15 @@ where
 }
 
 /// Retires the connection when dropped still holding it.
-struct RetireUnlessDone {
-    target: Arc<ClusterTarget>,
+struct RetireUnlessDone<'a> {
+    target: &'a ClusterTarget,
     commands: Option<Commands>,
 }
 
-impl Drop for RetireUnlessDone {
+impl Drop for RetireUnlessDone<'_> {
     fn drop(&mut self) {
         if let Some(failed) = self.commands.take() {
-            // no runtime means the process is ending: nothing to retire for
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let target = self.target.clone();
-                rt.spawn(async move { target.retire(&failed).await });
-            }
+            self.target.retire(&failed);
         }
     }
 }

@@ -377,14 +377,17 @@ impl Store {
     }
 
     /// A new sharded pub/sub connection to the Cluster, whose messages and subscription
-    /// confirmations arrive on `pushes`; `None` when Redis is not a Cluster.
+    /// confirmations arrive on `pushes`. Only with a Cluster (see [`Self::master`] otherwise).
     pub async fn cluster_subscriber(
         &self,
         pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
-    ) -> Option<redis::RedisResult<redis::cluster_async::ClusterConnection>> {
+    ) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
         match &self.backend {
-            Backend::Cluster(c) => Some(c.subscriber(pushes).await),
-            Backend::Pooled { .. } => None,
+            Backend::Cluster(c) => c.subscriber(pushes).await,
+            Backend::Pooled { .. } => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "not a Redis Cluster",
+            ))),
         }
     }
 

@@ -576,14 +576,7 @@ async fn serve_cluster(
 
     let timeout = inner.store.timeout();
     let (tx, mut pushes) = mpsc::unbounded_channel();
-    let mut conn = match bounded("connect", timeout, async {
-        match inner.store.cluster_subscriber(tx).await {
-            Some(r) => r,
-            None => unreachable!("serve_cluster runs only on a cluster"),
-        }
-    })
-    .await
-    {
+    let mut conn = match bounded("connect", timeout, inner.store.cluster_subscriber(tx)).await {
         Ok(c) => c,
         Err(e) => return e,
     };
