@@ -303,20 +303,7 @@ async fn on_a_cluster_a_change_missed_while_pubsub_was_cut_is_still_delivered() 
         .owner_of(slot_of(&cluster.nodes[0], &key).await)
         .await];
     let mut conn = node.connection().await;
-    let raw: String = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let changed = raw
-        .replace(r#""c":["c1"]"#, r#""c":["c1","c2"]"#)
-        .replace(r#""rev":"#, r#""rev":9"#);
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&changed)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    silent_write(&mut conn, &key).await;
     assert!(
         w.try_next(Duration::from_millis(200)).await.is_none(),
         "a silent write reaches no one by itself"

@@ -207,20 +207,9 @@ impl RedisCluster {
             if let Some(certs) = certs {
                 let tls_port = free_port();
                 tls_ports.push(tls_port);
-                let cert = certs.join("cert.pem").display().to_string();
-                let key = certs.join("key.pem").display().to_string();
+                args.extend(tls_args(certs, tls_port));
                 args.extend(
                     [
-                        "--tls-port",
-                        &tls_port.to_string(),
-                        "--tls-cert-file",
-                        &cert,
-                        "--tls-key-file",
-                        &key,
-                        "--tls-ca-cert-file",
-                        &cert,
-                        "--tls-auth-clients",
-                        "no",
                         "--tls-cluster",
                         "yes",
                         "--tls-replication",
@@ -399,10 +388,12 @@ impl RedisCluster {
         let mut order = vec![to, from];
         order.extend((0..self.nodes.len()).filter(|i| *i != to && *i != from));
         for i in order {
-            let _: () = setslot("NODE", &ids[to])
+            let r: redis::RedisResult<()> = setslot("NODE", &ids[to])
                 .query_async(&mut self.nodes[i].connection().await)
-                .await
-                .expect("setslot node");
+                .await;
+            if let Err(e) = r {
+                panic!("CLUSTER SETSLOT {slot} NODE on node {i} (from {from}, to {to}): {e}");
+            }
         }
     }
 }
@@ -453,14 +444,70 @@ pub struct Replica {
 
 /// Settings for a replica on `redis`: test defaults plus whatever `tweak` changes.
 pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
-    let mut s = Settings::defaults();
+    let mut s = bare_settings(prefix);
     s.redis_url = Some(redis.url());
-    s.key_prefix = prefix.to_owned();
-    s.listen_addr = "127.0.0.1:0".parse().expect("addr");
     s.redis_timeout_ms = 500;
     s.lease_ttl_ms = 0;
+    s
+}
+
+/// The defaults, on a free port, without metrics, under `prefix`; Redis left to the test.
+pub fn bare_settings(prefix: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.key_prefix = prefix.to_owned();
+    s.listen_addr = "127.0.0.1:0".parse().expect("addr");
     s.metrics_addr = None;
     s
+}
+
+/// Waits until something accepts TCP connections on the local `port`.
+pub async fn wait_for_port(port: u16) {
+    wait_for(|| async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
+/// `redis-server` arguments serving TLS on `tls_port` with the certificate in `certs` (see
+/// [`self_signed_cert`]), clients not asked for certificates.
+pub fn tls_args(certs: &std::path::Path, tls_port: u16) -> Vec<String> {
+    let cert = certs.join("cert.pem").display().to_string();
+    let key = certs.join("key.pem").display().to_string();
+    [
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &cert,
+        "--tls-auth-clients",
+        "no",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Changes `key`'s stored term behind the service's back, publishing nothing (as if the
+/// event were lost): adds candidate `c2` after `c1` and raises the revision.
+pub async fn silent_write(conn: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let raw: String = redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("stored term");
+    let changed = raw
+        .replace(r#""c":["c1"]"#, r#""c":["c1","c2"]"#)
+        .replace(r#""rev":"#, r#""rev":9"#);
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(&changed)
+        .query_async(conn)
+        .await
+        .expect("silent write");
 }
 
 impl Replica {

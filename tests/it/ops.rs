@@ -95,12 +95,7 @@ async fn metrics_move_when_calls_are_made() {
     s.metrics_addr = Some(format!("127.0.0.1:{port}"));
     s.lease_ttl_ms = 300;
     let replica = Replica::start(s).await;
-    wait_for(|| async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    wait_for_port(port).await;
     let before = scrape(port).await;
     assert_eq!(
         value(
@@ -391,43 +386,10 @@ async fn a_call_past_its_deadline_gets_deadline_exceeded_instead_of_waiting() {
 async fn redis_over_tls_is_verified_against_the_configured_ca() {
     let dir = self_signed_cert("rtls");
     let port = free_port();
-    let _redis = tokio::process::Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--tls-cert-file")
-        .arg(dir.join("cert.pem"))
-        .arg("--tls-key-file")
-        .arg(dir.join("key.pem"))
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server starts");
-    wait_for(|| async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    let _redis = RedisServer::start_with_args(tls_args(&dir, port)).await;
+    wait_for_port(port).await;
 
-    let mut s = electiond::config::Settings::defaults();
-    s.listen_addr = "127.0.0.1:0".parse().unwrap();
-    s.metrics_addr = None;
-    s.key_prefix = prefix("rtls");
+    let mut s = bare_settings(&prefix("rtls"));
     s.redis_url = Some(format!("rediss://127.0.0.1:{port}"));
     s.redis_ca_cert = Some(dir.join("cert.pem").display().to_string());
     let replica = Replica::start(s).await;
@@ -439,9 +401,7 @@ async fn redis_over_tls_is_verified_against_the_configured_ca() {
     assert_eq!(w.next().await.candidates, vec!["c1", "c2"]);
 
     // without the CA, the self-signed certificate is not trusted: nothing gets through
-    let mut s = electiond::config::Settings::defaults();
-    s.listen_addr = "127.0.0.1:0".parse().unwrap();
-    s.metrics_addr = None;
+    let mut s = bare_settings(&prefix("rtls"));
     s.redis_timeout_ms = 300;
     s.redis_url = Some(format!("rediss://127.0.0.1:{port}"));
     let untrusting = Replica::start(s).await;

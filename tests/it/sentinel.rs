@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use electiond::config::Settings;
+
 use crate::harness::*;
 
 /// Three sentinels watching `primary` as "elect"; killed when dropped.
@@ -67,6 +69,23 @@ async fn sentinels_with(
     (children, ports, dir)
 }
 
+/// Settings for a replica in Sentinel mode on the Sentinels at `ports`, reached as
+/// `{scheme}://{userinfo}127.0.0.1:port`, master "elect".
+fn sentinel_settings(prefix: &str, ports: &[u16], scheme: &str, userinfo: &str) -> Settings {
+    let mut s = bare_settings(prefix);
+    s.redis_timeout_ms = 500;
+    s.lease_ttl_ms = 0;
+    s.redis_sentinels = Some(
+        ports
+            .iter()
+            .map(|p| format!("{scheme}://{userinfo}127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    s.redis_sentinel_master = Some("elect".into());
+    s
+}
+
 async fn sentinel_cmd<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
     let mut c = client.get_multiplexed_async_connection().await?;
@@ -92,16 +111,7 @@ async fn a_failover_under_load_loses_no_acknowledged_change() {
         .await;
     }
 
-    let mut s = settings(&primary, &prefix("sentinel"));
-    s.redis_url = None;
-    s.redis_sentinels = Some(
-        ports
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    s.redis_sentinel_master = Some("elect".into());
+    let mut s = sentinel_settings(&prefix("sentinel"), &ports, "redis", "");
     s.redis_wait_replicas = 1;
     // room for the replica to acknowledge on a loaded machine (WAIT gets three quarters)
     s.redis_timeout_ms = 2000;
@@ -189,23 +199,9 @@ async fn sentinels_and_a_master_behind_passwords_are_reached_with_them() {
     )
     .await;
     for &p in &ports {
-        wait_for(|| async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", p))
-                .await
-                .is_ok()
-        })
-        .await;
+        wait_for_port(p).await;
     }
-    let mut s = settings(&primary, &prefix("sentinel-auth"));
-    s.redis_url = None;
-    s.redis_sentinels = Some(
-        ports
-            .iter()
-            .map(|p| format!("redis://:sentinel-pw@127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    s.redis_sentinel_master = Some("elect".into());
+    let mut s = sentinel_settings(&prefix("sentinel-auth"), &ports, "redis", ":sentinel-pw@");
     s.redis_master_password = Some("master-pw".into());
     let replica = Replica::start(s.clone()).await;
     let mut c = replica.client("locked", "c1").await;
@@ -237,46 +233,13 @@ async fn sentinels_and_a_master_behind_passwords_are_reached_with_them() {
 async fn sentinels_and_a_master_over_tls_are_reached_with_the_ca() {
     let certs = self_signed_cert("sentinel-tls");
     let tls_port = free_port();
-    let cert = certs.join("cert.pem").display().to_string();
-    let key = certs.join("key.pem").display().to_string();
-    let _master = RedisServer::start_with_args(
-        [
-            "--tls-port",
-            &tls_port.to_string(),
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &cert,
-            "--tls-auth-clients",
-            "no",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-    )
-    .await;
+    let _master = RedisServer::start_with_args(tls_args(&certs, tls_port)).await;
     let (_sentinels, ports, dir) = sentinels_with(tls_port, Some(&certs), "").await;
     for &p in &ports {
-        wait_for(|| async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", p))
-                .await
-                .is_ok()
-        })
-        .await;
+        wait_for_port(p).await;
     }
-    let mut s = electiond::config::Settings::defaults();
-    s.listen_addr = "127.0.0.1:0".parse().unwrap();
-    s.metrics_addr = None;
-    s.key_prefix = prefix("sentinel-tls");
-    s.redis_sentinels = Some(
-        ports
-            .iter()
-            .map(|p| format!("rediss://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    s.redis_sentinel_master = Some("elect".into());
+    let mut s = sentinel_settings(&prefix("sentinel-tls"), &ports, "rediss", "");
+    let cert = certs.join("cert.pem").display().to_string();
     s.redis_ca_cert = Some(cert.clone());
     let replica = Replica::start(s.clone()).await;
     let mut c = replica.client("sealed", "c1").await;
