@@ -492,16 +492,19 @@ pub fn tls_args(certs: &std::path::Path, tls_port: u16) -> Vec<String> {
 }
 
 /// Changes `key`'s stored term behind the service's back, publishing nothing (as if the
-/// event were lost): adds candidate `c2` after `c1` and raises the revision.
+/// event were lost): adds candidate `c2` after `c1` and raises the revision by a second's
+/// worth, staying below 2^53 where the scripts' Lua numbers still count by one.
 pub async fn silent_write(conn: &mut redis::aio::MultiplexedConnection, key: &str) {
     let raw: String = redis::cmd("GET")
         .arg(key)
         .query_async(conn)
         .await
         .expect("stored term");
-    let changed = raw
-        .replace(r#""c":["c1"]"#, r#""c":["c1","c2"]"#)
-        .replace(r#""rev":"#, r#""rev":9"#);
+    let mut term: serde_json::Value = serde_json::from_str(&raw).expect("stored term is JSON");
+    assert_eq!(term["c"], serde_json::json!(["c1"]), "{raw}");
+    term["c"] = serde_json::json!(["c1", "c2"]);
+    term["rev"] = (term["rev"].as_u64().expect("revision") + 1_000_000).into();
+    let changed = term.to_string();
     let _: () = redis::cmd("SET")
         .arg(key)
         .arg(&changed)
