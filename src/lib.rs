@@ -91,8 +91,9 @@ pub enum RunError {
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves one replica on `listener` until `shutdown` completes, then drains: health turns
-/// NOT_SERVING, new calls are refused, Events streams end with `UNAVAILABLE`, and in-flight
-/// calls get up to the configured drain time to finish.
+/// NOT_SERVING, the listener closes, connections are told to go away (HTTP/2 GOAWAY), Events
+/// streams end with `UNAVAILABLE`, and calls already sent get up to the configured drain time
+/// to finish.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -234,7 +235,7 @@ pub async fn run(
     let served = tokio::select! {
         r = &mut server => r,
         _ = shutdown => {
-            tracing::info!(drain = ?settings.drain_timeout(), "shutting down: refusing new calls, ending streams");
+            tracing::info!(drain = ?settings.drain_timeout(), "shutting down: no new connections, ending streams");
             let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
             match tokio::time::timeout(settings.drain_timeout(), &mut server).await {

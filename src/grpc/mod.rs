@@ -69,7 +69,7 @@ fn candidate(id: Option<&str>, limits: &Limits) -> Result<MemberId, Rejection> {
 }
 
 /// Runs one call in its own span (method, election, client), after validating its header:
-/// refused while the replica shuts down, counted in the metrics, failures logged at debug
+/// counted in the metrics, failures logged at debug
 /// (causes of server-side ones are logged where they are mapped). The client's deadline
 /// (`grpc-timeout`) is enforced by tonic's server, which drops the call when it passes.
 async fn unary<R, F, Fut>(
@@ -92,11 +92,9 @@ where
     let parsed = target(header, &state.limits);
     let result = async move {
         let span = tracing::Span::current();
-        if *state.stop.borrow() {
-            return Err(Status::unavailable(
-                "replica is shutting down; retry on another",
-            ));
-        }
+        // While the replica drains, a call that still reaches it (sent before the client or
+        // balancer read the GOAWAY) is served: refusing it would fail a call that Redis can
+        // still answer, and a balancer does not retry a call it has already sent.
         let t = parsed?;
         span.record("election", t.election.as_str());
         if let Some(c) = &t.client {
