@@ -79,7 +79,8 @@ fn the_compose_deployment_is_consistent_with_the_service() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(ports, ["5678:5678"]);
+    // on loopback unless the operator chooses otherwise
+    assert_eq!(ports, ["${ELECTIOND_PUBLISH:-127.0.0.1:5678}:5678"]);
     assert!(nginx.contains("listen 5678") && nginx.contains("grpc_pass grpc://electiond"));
 
     let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
@@ -118,10 +119,16 @@ fn the_sentinel_override_is_consistent_with_the_service() {
     let services = &over["services"];
     let sentinel_names = ["sentinel-1", "sentinel-2", "sentinel-3"];
 
-    // a replica of the primary, and Sentinels that watch the primary as "elect" with a
-    // majority quorum
-    let replica = command(services, "redis-replica").join(" ");
-    assert!(replica.contains("--replicaof redis 6379"), "{replica}");
+    // two replicas of the primary (so that WAIT 1 can be met after losing any one Redis), and
+    // Sentinels that watch the primary as "elect" with a majority quorum
+    for name in ["redis-replica-1", "redis-replica-2"] {
+        let replica = command(services, name).join(" ");
+        assert!(replica.contains("--replicaof redis 6379"), "{replica}");
+        assert!(
+            replica.contains(&format!("--replica-announce-ip {name}")),
+            "{replica}"
+        );
+    }
     for name in sentinel_names {
         let script = command(services, name).join(" ");
         assert!(
