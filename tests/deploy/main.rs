@@ -1,0 +1,312 @@
+//! The docker-compose deployment, run for real: a Docker engine, the images built, every
+//! container started from the repository's own files, and every call made through the port the
+//! balancer publishes on 127.0.0.1. Not part of `cargo test` (it needs a Docker engine and
+//! about ten minutes); run it with `cargo test --test deploy` (see the README).
+
+#[allow(dead_code)]
+#[path = "../it/harness.rs"]
+mod harness;
+mod load;
+mod stack;
+
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+
+use harness::{expect_code, Client};
+use load::{client, Tally, Writers};
+use stack::Stack;
+
+/// The two deployments each take the machine's cores to build and run: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn prepare() -> tokio::sync::MutexGuard<'static, ()> {
+    let guard = ONE_AT_A_TIME.lock().await;
+    stack::engine();
+    stack::images();
+    guard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_deployment_serves_through_faults() {
+    let _one = prepare().await;
+
+    // the balancer's configuration is valid for the nginx the file names
+    let checked = stack::nginx_config_test();
+    assert!(checked.contains("test is successful"), "{checked}");
+
+    let stack = Stack::up("electiond-deploy-test", &["docker-compose.yml"]);
+    let took = stack.serving(Duration::from_secs(60)).await;
+    eprintln!("serving through the balancer {took:.1?} after `up` returned");
+
+    every_call(&stack).await;
+    events_through_the_balancer(&stack).await;
+    metrics_from_inside(&stack);
+    a_replica_stopped_under_load(&stack).await;
+    redis_killed_under_load(&stack).await;
+    balancer_restarted_while_a_replica_is_down(&stack).await;
+}
+
+/// Every call of both services, and health, through the balancer.
+async fn every_call(stack: &Stack) {
+    let mut c1 = client(stack.addr, "deploy", "c1", CALL_TIMEOUT).await;
+    let mut c2 = c1.acting_as("deploy", "c2");
+    c1.create().await.expect("Create");
+    assert_eq!(
+        c1.get_term().await.expect("GetTerm").brief(),
+        (0, "", vec![])
+    );
+    assert_eq!(
+        c1.enter().await.expect("Enter").brief(),
+        (1, "c1", vec!["c1"])
+    );
+    assert_eq!(
+        c2.enter().await.expect("Enter").brief(),
+        (1, "c1", vec!["c1", "c2"])
+    );
+    assert_eq!(
+        c1.promote("c2").await.expect("Promote").brief(),
+        (2, "c2", vec!["c2", "c1"])
+    );
+    assert_eq!(
+        c1.anoint("c1").await.expect("Anoint").brief(),
+        (3, "c1", vec!["c1", "c2"])
+    );
+    let msg = expect_code(c1.evict("nobody").await, Code::InvalidArgument);
+    assert!(msg.contains("not a candidate"), "{msg}");
+    assert_eq!(
+        c1.evict("c1").await.expect("Evict").brief(),
+        (4, "c2", vec!["c2"])
+    );
+    let snapshot = c1.snapshot().await.expect("Snapshot");
+    assert_eq!(
+        snapshot.term.as_ref().map(|t| t.leader.as_str()),
+        Some("c2")
+    );
+    c1.restore(10, "c1", &["c1", "c2"]).await.expect("Restore");
+    assert_eq!(
+        c2.get_term().await.expect("GetTerm").brief(),
+        (10, "c1", vec!["c1", "c2"])
+    );
+    assert_eq!(
+        c1.withdraw().await.expect("Withdraw").brief(),
+        (11, "c2", vec!["c2"])
+    );
+    c2.close().await.expect("Close");
+    assert_eq!(
+        c2.get_term().await.expect("GetTerm").brief(),
+        (11, "", vec![])
+    );
+    c1.delete().await.expect("Delete");
+    expect_code(c1.delete().await, Code::NotFound);
+    assert_eq!(c1.get_term().await.expect("GetTerm").id, 0);
+}
+
+/// Watchers on every replica (the balancer spreads them) see a change made through it.
+async fn events_through_the_balancer(stack: &Stack) {
+    let mut watches = Vec::new();
+    for i in 0..6 {
+        let mut w = client(stack.addr, "watched", &format!("w{i}"), CALL_TIMEOUT).await;
+        watches.push(w.watch().await.expect("Events through the balancer"));
+    }
+    let mut writer = client(stack.addr, "watched", "leader", CALL_TIMEOUT).await;
+    let entered = Instant::now();
+    let term = writer.enter().await.expect("Enter");
+    let mut slowest = Duration::ZERO;
+    for w in &mut watches {
+        assert_eq!(w.next().await.brief(), term.brief());
+        slowest = slowest.max(entered.elapsed());
+    }
+    eprintln!("an Enter reached 6 watchers through the balancer within {slowest:.1?}");
+}
+
+/// The runtime image can read its own metrics.
+fn metrics_from_inside(stack: &Stack) {
+    let calls = stack.metric("electiond-1", "electiond_grpc_calls_total");
+    let streams = stack.metric("electiond-1", "electiond_events_streams_open");
+    assert!(calls > 0.0, "electiond-1 counted no calls");
+    eprintln!("electiond-1: {calls} calls, {streams} open streams (metrics read from inside)");
+}
+
+/// A replica stopped and started again while writers and readers run: every unary call
+/// succeeds, and the stopped replica's streams end with UNAVAILABLE.
+async fn a_replica_stopped_under_load(stack: &Stack) {
+    let mut watches = Vec::new();
+    for i in 0..9 {
+        let mut w = client(stack.addr, "drained", &format!("w{i}"), CALL_TIMEOUT).await;
+        watches.push(w.watch().await.expect("Events"));
+    }
+    let writers = Writers::start(stack.addr, "replica-stop", 8, CALL_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopping = Instant::now();
+    stack.compose(&["stop", "electiond-2"]);
+    eprintln!("electiond-2 stopped in {:.1?}", stopping.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.compose(&["start", "electiond-2"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tallies = writers.stop().await;
+    let all = Tally::merge(&tallies);
+    eprintln!(
+        "replica stop/start under load: {} calls acknowledged, failures {:?}, slowest {:.0?}",
+        all.ok, all.failed, all.slowest
+    );
+    assert_eq!(
+        all.failures(),
+        0,
+        "calls failed: {:?} {:?}",
+        all.failed,
+        all.samples
+    );
+    assert!(all.ok > 100, "the load ran ({} calls)", all.ok);
+
+    // the streams electiond-2 served were ended, with UNAVAILABLE; the others stay open
+    let mut ended = 0;
+    for w in &mut watches {
+        if let Some(Err(status)) = w.try_next(Duration::from_millis(200)).await {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            ended += 1;
+        }
+    }
+    assert!(
+        (1..watches.len()).contains(&ended),
+        "{ended} of {} streams ended; the balancer spreads them over three replicas",
+        watches.len()
+    );
+}
+
+/// Redis killed (SIGKILL) while writers run, then started: every change that was acknowledged
+/// is still there, since Redis writes each one to its append-only file before answering.
+async fn redis_killed_under_load(stack: &Stack) {
+    let writers = Writers::start(stack.addr, "redis-kill", 8, CALL_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.compose(&["kill", "-s", "SIGKILL", "redis"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.compose(&["start", "redis"]);
+    let back = stack.serving(Duration::from_secs(60)).await;
+    eprintln!("serving again {back:.1?} after Redis was started");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let elections = writers.elections.clone();
+    let tallies = writers.stop().await;
+    let all = Tally::merge(&tallies);
+    eprintln!(
+        "Redis killed under load: {} acknowledged, failures {:?}, longest outage seen by a writer {:.1?}",
+        all.ok, all.failed, all.longest_gap
+    );
+    assert!(all.failures() > 0, "the writers saw the outage");
+    for (election, tally) in elections.iter().zip(&tallies) {
+        let mut c = client(stack.addr, election, "reader", CALL_TIMEOUT).await;
+        let now = c.get_term().await.expect("GetTerm after the restart");
+        assert!(
+            now.id >= tally.acked_id,
+            "{election}: term id {} after the restart, {} was acknowledged",
+            now.id,
+            tally.acked_id
+        );
+    }
+}
+
+/// With a replica stopped, the balancer restarts and serves; the replica, started again, gets
+/// calls again without touching the balancer.
+async fn balancer_restarted_while_a_replica_is_down(stack: &Stack) {
+    stack.compose(&["stop", "electiond-3"]);
+    stack.compose(&["restart", "lb"]);
+    let took = stack.serving(Duration::from_secs(30)).await;
+    eprintln!("balancer restarted with electiond-3 down: serving in {took:.1?}");
+    let mut c = client(stack.addr, "lb-restart", "c", CALL_TIMEOUT).await;
+    for _ in 0..20 {
+        c.get_term().await.expect("GetTerm with one replica down");
+    }
+
+    stack.compose(&["start", "electiond-3"]);
+    let before = stack.metric("electiond-3", "electiond_grpc_calls_total");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for _ in 0..20 {
+            c.get_term().await.expect("GetTerm");
+        }
+        if stack.metric("electiond-3", "electiond_grpc_calls_total") > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the balancer sent electiond-3 no call within 30 s of its start"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_deployment_keeps_serving_when_the_primary_stops() {
+    let _one = prepare().await;
+    let stack = Stack::up(
+        "electiond-deploy-sentinel-test",
+        &["docker-compose.yml", "docker-compose.sentinel.yml"],
+    );
+    let took = stack.serving(Duration::from_secs(90)).await;
+    eprintln!("sentinel deployment serving {took:.1?} after `up` returned");
+    let writers = Writers::start(stack.addr, "failover", 8, CALL_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = Instant::now();
+    stack.compose(&["stop", "redis"]);
+    // calls resume once a Sentinel has promoted a replica
+    let mut probe: Client = client(stack.addr, "failover-probe", "p", CALL_TIMEOUT).await;
+    let deadline = Duration::from_secs(60);
+    let mut failed = false;
+    loop {
+        match probe.enter().await {
+            Ok(_) if failed || stopped.elapsed() > Duration::from_secs(15) => break,
+            Ok(_) => {}
+            Err(_) => failed = true,
+        }
+        assert!(
+            stopped.elapsed() < deadline,
+            "no call succeeded within {deadline:?} of stopping the primary\n{}",
+            stack.logs(&["sentinel-1"])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = stopped.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let elections = writers.elections.clone();
+    let tallies = writers.stop().await;
+    let all = Tally::merge(&tallies);
+    eprintln!(
+        "primary stopped: calls resumed {resumed:.1?} later; writers: {} acknowledged, failures {:?}, longest outage {:.1?}",
+        all.ok, all.failed, all.longest_gap
+    );
+    for (election, tally) in elections.iter().zip(&tallies) {
+        let mut c = client(stack.addr, election, "reader", CALL_TIMEOUT).await;
+        let now = c.get_term().await.expect("GetTerm after the failover");
+        assert!(
+            now.id >= tally.acked_id,
+            "{election}: term id {} after the failover, {} was acknowledged",
+            now.id,
+            tally.acked_id
+        );
+    }
+
+    // the old primary comes back as a replica of the new one (not as a second master with
+    // its old data), and the deployment keeps serving
+    stack.compose(&["start", "redis"]);
+    let started = Instant::now();
+    while !stack
+        .exec("redis", &["redis-cli", "info", "replication"])
+        .contains("role:slave")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the old primary did not become a replica within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "the old primary rejoined as a replica {:.1?} after its start",
+        started.elapsed()
+    );
+    probe
+        .get_term()
+        .await
+        .expect("GetTerm with the old primary back");
+}
