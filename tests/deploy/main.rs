@@ -246,6 +246,8 @@ async fn the_sentinel_deployment_keeps_serving_when_the_primary_stops() {
     );
     let took = stack.serving(Duration::from_secs(90)).await;
     eprintln!("sentinel deployment serving {took:.1?} after `up` returned");
+    let took = sentinels_know_both_replicas(&stack).await;
+    eprintln!("every Sentinel knew both replicas {took:.1?} after `up` returned");
     let writers = Writers::start(stack.addr, "failover", 8, CALL_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stopped = Instant::now();
@@ -309,4 +311,34 @@ async fn the_sentinel_deployment_keeps_serving_when_the_primary_stops() {
         .get_term()
         .await
         .expect("GetTerm with the old primary back");
+}
+
+/// Waits until both replicas are in sync with the primary and every Sentinel has learnt of
+/// them (from the primary's INFO, every 10 s): Sentinel can only repoint the replicas it
+/// knows, so a failover before that could leave one following the lost primary.
+async fn sentinels_know_both_replicas(stack: &Stack) -> Duration {
+    let started = Instant::now();
+    loop {
+        let primary = stack.exec("redis", &["redis-cli", "info", "replication"]);
+        let synced = primary.matches("state=online").count() == 2;
+        let known = synced
+            && ["sentinel-1", "sentinel-2", "sentinel-3"].iter().all(|s| {
+                let master = stack.exec(
+                    s,
+                    &["redis-cli", "-p", "26379", "sentinel", "master", "elect"],
+                );
+                let lines: Vec<&str> = master.lines().map(str::trim).collect();
+                lines
+                    .windows(2)
+                    .any(|w| w[0] == "num-slaves" && w[1] == "2")
+            });
+        if known {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the Sentinels did not learn of both replicas within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
