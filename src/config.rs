@@ -73,6 +73,12 @@ pub struct Settings {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before the process
     /// exits anyway (`ELECTION_DRAIN_TIMEOUT_MS`).
     pub drain_timeout_ms: u64,
+    /// How often the server pings each client connection (HTTP/2 PING), in milliseconds; 0
+    /// turns pings off (`ELECTION_KEEPALIVE_INTERVAL_MS`).
+    pub keepalive_interval_ms: u64,
+    /// How long a ping may go unanswered before the connection, and every stream on it, is
+    /// closed, in milliseconds (`ELECTION_KEEPALIVE_TIMEOUT_MS`).
+    pub keepalive_timeout_ms: u64,
     /// Prometheus `/metrics` listen address (`ELECTION_METRICS_ADDR`); empty turns it off.
     #[serde(default)]
     pub metrics_addr: Option<String>,
@@ -121,6 +127,8 @@ impl std::fmt::Debug for Settings {
             )
             .field("key_prefix", &self.key_prefix)
             .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("keepalive_interval_ms", &self.keepalive_interval_ms)
+            .field("keepalive_timeout_ms", &self.keepalive_timeout_ms)
             .field("metrics_addr", &self.metrics_addr)
             .field(
                 "auth_tokens",
@@ -167,6 +175,8 @@ lease_ttl_ms = 10000
 max_streams = 100000
 max_message_bytes = 4194304
 drain_timeout_ms = 10000
+keepalive_interval_ms = 10000
+keepalive_timeout_ms = 10000
 metrics_addr = "0.0.0.0:9090"
 log_format = "text"
 log_level = "info"
@@ -255,6 +265,12 @@ impl Settings {
         }
         if self.redis_timeout_ms == 0 {
             return invalid("redis_timeout_ms", "must be at least 1");
+        }
+        if self.keepalive_interval_ms > 0 && self.keepalive_timeout_ms == 0 {
+            return invalid(
+                "keepalive_timeout_ms",
+                "must be at least 1 while keep-alive pings are on",
+            );
         }
         if self.max_name_bytes == 0 || self.max_id_bytes == 0 || self.max_candidates == 0 {
             return invalid("max_*", "limits must be at least 1");
@@ -358,6 +374,16 @@ impl Settings {
     /// [`Self::drain_timeout_ms`] as a duration.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The HTTP/2 keep-alive ping interval and timeout, or `None` when pings are off.
+    pub fn keepalive(&self) -> Option<(Duration, Duration)> {
+        (self.keepalive_interval_ms > 0).then(|| {
+            (
+                Duration::from_millis(self.keepalive_interval_ms),
+                Duration::from_millis(self.keepalive_timeout_ms),
+            )
+        })
     }
 
     /// [`Self::redis_timeout_ms`] as a duration.

@@ -206,6 +206,14 @@ pub async fn run(
     let auth = grpc::auth::Tokens::new(settings.tokens());
     let max_msg = settings.max_message_bytes;
     let mut builder = tonic::transport::Server::builder();
+    if let Some((interval, timeout)) = settings.keepalive() {
+        // An open stream is no proof that its client lives (a frozen process or a vanished
+        // host keeps its TCP connection): a connection that stops answering pings is closed,
+        // and its streams with it.
+        builder = builder
+            .http2_keepalive_interval(Some(interval))
+            .http2_keepalive_timeout(Some(timeout));
+    }
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }

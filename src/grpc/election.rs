@@ -213,6 +213,10 @@ impl Api for ElectionService {
     ) -> Result<Response<Self::EventsStream>, Status> {
         let req = request.into_inner();
         unary(&self.state, "Events", req.header.as_ref(), |t| async move {
+            if *self.state.stop.borrow() {
+                // it would end at once: send the client elsewhere before the handshake
+                return Err(Status::unavailable("replica is shutting down; reconnect"));
+            }
             let permit = self
                 .state
                 .streams
@@ -224,7 +228,7 @@ impl Api for ElectionService {
                     )
                 })?;
             // subscribed before the handshake goes out: nothing committed after it is missed
-            let watcher = self.state.hub.watch(&t.election, t.client.as_ref()).await?;
+            let watcher = self.state.hub.watch(&t.election).await?;
             let metrics = self.state.store.metrics().clone();
             Ok(event_stream(
                 watcher,

@@ -78,7 +78,7 @@ pub enum Op<'a> {
     /// Wipe the election.
     Delete,
     /// Extend these clients' leases (those that are candidates); drops expired candidates
-    /// first. Also what the sweeper runs, with no clients.
+    /// first. What the sweeper runs, with no clients.
     Refresh(&'a [MemberId]),
 }
 

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{decode_term, Store, StoreError};
-use crate::election::{ElectionName, MemberId, Term};
+use crate::election::{ElectionName, Term};
 use crate::metrics::Metrics;
 
 /// Buffered states per election before a slow stream skips to the latest.
@@ -58,8 +58,6 @@ struct Entry {
     name: ElectionName,
     shared: Arc<Shared>,
     streams: usize,
-    /// Client ids with a stream open here, and how many each: their leases are refreshed.
-    clients: HashMap<MemberId, usize>,
 }
 
 enum Command {
@@ -104,7 +102,6 @@ pub struct Watcher {
     inner: Arc<Inner>,
     channel: String,
     shared: Arc<Shared>,
-    client: Option<MemberId>,
     rx: broadcast::Receiver<Arc<Delivery>>,
     last_seq: u64,
 }
@@ -120,19 +117,14 @@ impl Hub {
             stop,
         });
         tokio::spawn(subscriber(inner.clone(), rx));
-        tokio::spawn(refresh_leases(inner.clone()));
         Self { inner }
     }
 
     /// Watches `election`: returns once the replica is subscribed to its channel, so that
-    /// every change committed from then on reaches the watcher. While the watcher lives,
-    /// `client`'s lease in the election (if it is a candidate) is kept refreshed. Fails with
-    /// `Timeout` when Redis does not confirm in time.
-    pub async fn watch(
-        &self,
-        election: &ElectionName,
-        client: Option<&MemberId>,
-    ) -> Result<Watcher, StoreError> {
+    /// every change committed from then on reaches the watcher. Fails with `Timeout` when
+    /// Redis does not confirm in time. A watcher never refreshes a lease: an open stream is
+    /// no proof that its client is alive.
+    pub async fn watch(&self, election: &ElectionName) -> Result<Watcher, StoreError> {
         let channel = self.inner.store.keys().election(election).channel;
         let shared = {
             let mut entries = lock(&self.inner.entries);
@@ -150,13 +142,9 @@ impl Hub {
                         ready,
                     }),
                     streams: 0,
-                    clients: HashMap::new(),
                 }
             });
             entry.streams += 1;
-            if let Some(c) = client {
-                *entry.clients.entry(c.clone()).or_default() += 1;
-            }
             entry.shared.clone()
         };
         // From here on, dropping the half-built watcher releases the entry.
@@ -165,7 +153,6 @@ impl Hub {
             channel,
             rx: shared.tx.subscribe(),
             shared,
-            client: client.cloned(),
             last_seq: 0,
         };
         self.inner
@@ -226,14 +213,6 @@ impl Drop for Watcher {
         if let Some(entry) = entries.get_mut(&self.channel) {
             // only count down the entry this watcher joined, not a newer one
             if Arc::ptr_eq(&entry.shared, &self.shared) {
-                if let Some(c) = &self.client {
-                    if let Some(n) = entry.clients.get_mut(c) {
-                        *n -= 1;
-                        if *n == 0 {
-                            entry.clients.remove(c);
-                        }
-                    }
-                }
                 entry.streams -= 1;
                 if entry.streams == 0 {
                     entries.remove(&self.channel);
@@ -325,41 +304,6 @@ impl Inner {
         }
         self.set_ready(channels, true);
         Ok(())
-    }
-}
-
-/// Keeps the leases of clients with an open stream here fresh: every third of the TTL, one
-/// refresh script per election that has such clients, whatever the number of streams.
-async fn refresh_leases(inner: Arc<Inner>) {
-    const CONCURRENCY: usize = 32;
-    let ttl = inner.store.lease_ttl_ms();
-    if ttl == 0 {
-        return;
-    }
-    let mut stop = inner.stop.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis((ttl / 3).max(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopped(&mut stop) => return,
-        }
-        let work: Vec<(ElectionName, Vec<MemberId>)> = lock(&inner.entries)
-            .values()
-            .filter(|e| !e.clients.is_empty())
-            .map(|e| (e.name.clone(), e.clients.keys().cloned().collect()))
-            .collect();
-        futures::stream::iter(work)
-            .for_each_concurrent(CONCURRENCY, |(name, clients)| {
-                let store = inner.store.clone();
-                async move {
-                    let op = super::Op::Refresh(&clients);
-                    if let Err(e) = store.apply(&name, None, op).await {
-                        tracing::debug!(election = %name, error = %e, "stream lease refresh failed");
-                    }
-                }
-            })
-            .await;
     }
 }
 

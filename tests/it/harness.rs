@@ -11,6 +11,7 @@ use electiond::proto::atomix::primitive as pb;
 use electiond::proto::atomix::primitive::election as epb;
 use electiond::proto::atomix::primitive::election::leader_election_service_client::LeaderElectionServiceClient;
 use electiond::proto::atomix::primitive::primitive_service_client::PrimitiveServiceClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -912,4 +913,27 @@ pub fn state(id: u64, candidates: &[&str]) -> (u64, String, Vec<String>) {
         candidates.first().map_or("", |c| c).to_owned(),
         candidates.iter().map(|c| c.to_string()).collect(),
     )
+}
+
+/// The text a replica serves on `/metrics` at the local `port`.
+pub async fn scrape(port: u16) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of one series (name and labels, exactly) in a `/metrics` text; 0 when absent.
+pub fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

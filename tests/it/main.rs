@@ -8,5 +8,6 @@ mod compose;
 mod core;
 mod events;
 mod leases;
+mod liveness;
 mod ops;
 mod sentinel;
