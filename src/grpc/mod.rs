@@ -111,8 +111,18 @@ where
     if let Err(s) = &result {
         span.in_scope(|| tracing::debug!(code = ?s.code(), message = s.message(), "call failed"));
     }
-    result.map(Response::new)
+    result.map(|r| {
+        let mut response = Response::new(r);
+        // clients count their lease deadline from it, so a user never configures it twice
+        response
+            .metadata_mut()
+            .insert(LEASE_TTL_HEADER, state.store.lease_ttl_ms().into());
+        response
+    })
 }
+
+/// Response metadata carrying the lease TTL in milliseconds (0: leases never expire).
+pub const LEASE_TTL_HEADER: &str = "electiond-lease-ttl-ms";
 
 fn response_header(stream: bool) -> Option<pb::ResponseHeader> {
     let response_type = if stream {

@@ -132,6 +132,13 @@ impl RedisServer {
         }
     }
 
+    /// The server's process id, while it runs (electionctl's tests, which share this
+    /// harness, pause Redis with it).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     pub fn url(&self) -> String {
         match &self.password {
             Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),

@@ -1,0 +1,365 @@
+//! `electionctl run` and the client's watch against real replicas, a real Redis and real
+//! processes: who runs the command, when it is stopped, and that it never outlives its
+//! supervisor.
+
+#[allow(dead_code)]
+#[path = "../../tests/it/harness.rs"]
+mod harness;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use electiond_client::Client;
+use harness::{prefix, settings, wait_for, RedisServer, Replica};
+use tokio::process::{Child, Command};
+
+const TTL: u64 = 2000;
+const GRACE: &str = "300ms";
+
+fn with_ttl(redis: &RedisServer, p: &str) -> electiond::config::Settings {
+    let mut s = settings(redis, &prefix(p));
+    s.lease_ttl_ms = TTL;
+    s
+}
+
+fn ctl(replica: &Replica) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_electionctl"));
+    c.env("ELECTION_ENDPOINTS", replica.addr.to_string())
+        .env_remove("ELECTION_TOKEN")
+        .stdin(Stdio::null());
+    c
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn alive(pid: u32) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+}
+
+/// `electionctl run` with a command that records its term id, its pid, and when it got
+/// SIGTERM, in a directory of its own.
+struct Runner {
+    ctl: Child,
+    dir: PathBuf,
+}
+
+const CHILD: &str = r#"echo $$ > "$DIR/pid"
+trap 'date +%s%N > "$DIR/stopped"; exit 0' TERM
+echo "$ELECTION_TERM_ID" > "$DIR/term.tmp" && mv "$DIR/term.tmp" "$DIR/term"
+while :; do sleep 0.05 & wait $!; done"#;
+
+impl Runner {
+    fn start(replica: &Replica, election: &str, id: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "electionctl-run-{}-{election}-{id}-{}",
+            std::process::id(),
+            harness::free_port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("runner dir");
+        let ctl = ctl(replica)
+            .args(["run", election, "--id", id, "--kill-grace", GRACE, "--"])
+            .args(["sh", "-c", CHILD])
+            .env("DIR", &dir)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("electionctl starts");
+        Runner { ctl, dir }
+    }
+
+    fn read(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The term id the command was started with, once it runs.
+    fn term(&self) -> Option<u64> {
+        self.read("term").and_then(|t| t.parse().ok())
+    }
+
+    fn child_pid(&self) -> Option<u32> {
+        self.read("pid").and_then(|t| t.parse().ok())
+    }
+
+    /// When the command got SIGTERM (ns since the epoch).
+    fn stopped_at(&self) -> Option<u128> {
+        self.read("stopped").and_then(|t| t.parse().ok())
+    }
+
+    fn pid(&self) -> u32 {
+        self.ctl.id().expect("electionctl runs")
+    }
+
+    /// electionctl's exit status, waiting at most `within`.
+    async fn exit(&mut self, within: Duration) -> Option<i32> {
+        tokio::time::timeout(within, self.ctl.wait())
+            .await
+            .expect("electionctl exits in time")
+            .expect("wait")
+            .code()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child_pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.ctl.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until exactly one of the runners' commands runs, and returns its index.
+async fn one_runs(runners: &[&Runner]) -> usize {
+    wait_for(|| async { runners.iter().any(|r| r.term().is_some()) }).await;
+    let running: Vec<usize> = (0..runners.len())
+        .filter(|i| runners[*i].term().is_some())
+        .collect();
+    assert_eq!(running.len(), 1, "exactly one command runs");
+    running[0]
+}
+
+#[tokio::test]
+async fn one_of_two_runs_and_sigterm_hands_over_within_a_second() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-handover")).await;
+    let b = Replica::start(with_ttl(&redis, "ctl-handover")).await;
+    let mut r1 = Runner::start(&a, "job", "w1");
+    let mut r2 = Runner::start(&b, "job", "w2");
+    let first = one_runs(&[&r1, &r2]).await;
+    // still only one, well past a lease
+    tokio::time::sleep(Duration::from_millis(TTL + 500)).await;
+    assert_eq!(one_runs(&[&r1, &r2]).await, first);
+
+    let (leader, standby) = if first == 0 {
+        (&mut r1, &mut r2)
+    } else {
+        (&mut r2, &mut r1)
+    };
+    let old_term = leader.term().expect("leader's term");
+    let asked = Instant::now();
+    signal(leader.pid(), "-TERM");
+    wait_for(|| async { standby.term().is_some() }).await;
+    let handed_over = asked.elapsed();
+    eprintln!(
+        "SIGTERM to the leader's electionctl: the other's command started {handed_over:?} later"
+    );
+    assert!(
+        handed_over < Duration::from_millis(1500),
+        "handover took {handed_over:?}"
+    );
+    assert!(standby.term().expect("new term") > old_term);
+    // the old command was stopped before the new one started, and electionctl withdrew
+    let stopped = leader.stopped_at().expect("the old command got SIGTERM");
+    assert_eq!(leader.exit(Duration::from_secs(5)).await, Some(128 + 15));
+    let started_term_file = std::fs::metadata(standby.dir.join("term"))
+        .and_then(|m| m.modified())
+        .expect("term file");
+    let started = started_term_file
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    assert!(
+        stopped <= started,
+        "the new command started before the old one was stopped"
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_leader_is_replaced_and_stops_its_command_once_it_thaws() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-frozen")).await;
+    let b = Replica::start(with_ttl(&redis, "ctl-frozen")).await;
+    let mut r1 = Runner::start(&a, "job", "w1");
+    wait_for(|| async { r1.term().is_some() }).await;
+    let r2 = Runner::start(&b, "job", "w2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(r2.term().is_none(), "only the leader runs its command");
+
+    signal(r1.pid(), "-STOP");
+    let frozen = Instant::now();
+    wait_for(|| async { r2.term().is_some() }).await;
+    eprintln!(
+        "the frozen leader was replaced {:?} after it froze",
+        frozen.elapsed()
+    );
+    assert!(
+        r2.term() > r1.term(),
+        "the successor holds a higher term id"
+    );
+    signal(r1.pid(), "-CONT");
+    let thawed = Instant::now();
+    assert_eq!(r1.exit(Duration::from_secs(5)).await, Some(3));
+    assert!(
+        thawed.elapsed() < Duration::from_secs(1),
+        "the stale leader took {:?} to give up",
+        thawed.elapsed()
+    );
+    assert!(r1.stopped_at().is_some(), "its command got SIGTERM");
+}
+
+#[tokio::test]
+async fn with_redis_paused_the_command_is_stopped_before_the_lease_can_lapse() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-pause")).await;
+    let mut r = Runner::start(&a, "job", "w1");
+    wait_for(|| async { r.term().is_some() }).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let redis_pid = redis.pid().expect("redis runs");
+    // no refresh sent after this can be acknowledged
+    let paused_at = now_ns();
+    signal(redis_pid, "-STOP");
+    let status = r.exit(Duration::from_secs(10)).await;
+    signal(redis_pid, "-CONT");
+    assert_eq!(status, Some(3), "leadership counted as lost");
+    let stopped = r.stopped_at().expect("the command got SIGTERM");
+    let after = Duration::from_nanos((stopped - paused_at) as u64);
+    eprintln!("Redis paused: the command got SIGTERM {after:?} later (TTL {TTL} ms)");
+    assert!(
+        after < Duration::from_millis(TTL),
+        "SIGTERM came {after:?} after the last possible acknowledgement, not before TTL"
+    );
+}
+
+#[tokio::test]
+async fn anoint_moves_the_command_and_evict_stops_it() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-anoint")).await;
+    let mut r1 = Runner::start(&a, "job", "w1");
+    wait_for(|| async { r1.term().is_some() }).await;
+    let mut r2 = Runner::start(&a, "job", "w2");
+    let client = Client::builder([format!("http://{}", a.addr)])
+        .build()
+        .expect("client");
+    wait_for(|| async {
+        client
+            .get("job")
+            .await
+            .is_ok_and(|t| t.candidates.len() == 2)
+    })
+    .await;
+
+    client.anoint("job", "w2").await.expect("anoint");
+    assert_eq!(r1.exit(Duration::from_secs(5)).await, Some(3));
+    assert!(r1.stopped_at().is_some());
+    wait_for(|| async { r2.term().is_some() }).await;
+    assert!(r2.term() > r1.term());
+
+    client.evict("job", "w2").await.expect("evict");
+    assert_eq!(r2.exit(Duration::from_secs(5)).await, Some(3));
+    assert!(r2.stopped_at().is_some());
+}
+
+#[tokio::test]
+async fn a_killed_electionctl_leaves_no_command_behind() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-kill")).await;
+    let mut r = Runner::start(&a, "job", "w1");
+    wait_for(|| async { r.child_pid().is_some() && r.term().is_some() }).await;
+    let child = r.child_pid().expect("child pid");
+    assert!(alive(child));
+    signal(r.pid(), "-KILL");
+    let _ = r.exit(Duration::from_secs(5)).await;
+    wait_for(|| async { !alive(child) }).await;
+}
+
+#[tokio::test]
+async fn bad_usage_gets_one_line_and_a_status() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-usage")).await;
+    for (args, status, says) in [
+        (vec!["frobnicate"], 2, "unrecognized subcommand"),
+        (vec!["enter", "job"], 2, "--id"),
+        (vec!["anoint", "job", "nobody"], 2, "not a candidate"),
+        (
+            vec![
+                "--endpoints",
+                "127.0.0.1:1",
+                "--timeout",
+                "300ms",
+                "get",
+                "job",
+            ],
+            1,
+            "unavailable",
+        ),
+    ] {
+        let out = ctl(&a).args(&args).output().await.expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = ctl(&a)
+        .args(["enter", "job", "--id", "w1"])
+        .output()
+        .await
+        .expect("runs");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.starts_with(r#"{"id":1,"leader":"w1","candidates":["w1"],"timestamp":"20"#),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn the_watch_resumes_across_a_replica_shutdown_without_skipping_the_latest() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-watch")).await;
+    let b = Replica::start(with_ttl(&redis, "ctl-watch")).await;
+    // the first call (the stream) goes to the first endpoint
+    let client = Client::builder([format!("http://{}", a.addr), format!("http://{}", b.addr)])
+        .build()
+        .expect("client");
+    let writer = Client::builder([format!("http://{}", b.addr)])
+        .build()
+        .expect("client");
+    let mut watch = client.watch("w");
+    assert_eq!(watch.next().await.expect("current").term.id, 0);
+    writer.enter("w", "c1").await.expect("enter");
+    let t = watch.next().await.expect("change").term;
+    assert_eq!((t.id, t.leader.as_deref()), (1, Some("c1")));
+
+    a.shutdown().await.expect("a stops");
+    writer.enter("w", "c2").await.expect("enter");
+    let last = writer.anoint("w", "c2").await.expect("anoint");
+    let mut seen = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("the watch resumes on the other replica")
+            .expect("item");
+        assert!(item.reset.is_none());
+        seen.push(item.term.clone());
+        if item.term == last {
+            break;
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0].id <= w[1].id),
+        "ids never went down: {seen:?}"
+    );
+}
