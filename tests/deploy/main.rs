@@ -122,8 +122,24 @@ async fn events_through_the_balancer(stack: &Stack) {
     eprintln!("an Enter reached 6 watchers through the balancer within {slowest:.1?}");
 }
 
-/// The runtime image can read its own metrics.
+/// The runtime image can read its own metrics, and has electionctl.
 fn metrics_from_inside(stack: &Stack) {
+    let line = stack.exec(
+        "electiond-1",
+        &[
+            "electionctl",
+            "--endpoints",
+            "lb:5678",
+            "enter",
+            "from-inside",
+            "--id",
+            "ops",
+        ],
+    );
+    assert!(
+        line.starts_with(r#"{"id":1,"leader":"ops","candidates":["ops"]"#),
+        "{line}"
+    );
     let calls = stack.metric("electiond-1", "electiond_grpc_calls_total");
     let streams = stack.metric("electiond-1", "electiond_events_streams_open");
     assert!(calls > 0.0, "electiond-1 counted no calls");
