@@ -363,3 +363,27 @@ async fn the_watch_resumes_across_a_replica_shutdown_without_skipping_the_latest
         "ids never went down: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn the_token_is_sent_when_given_and_missing_it_is_a_clear_error() {
+    let redis = RedisServer::start().await;
+    let mut s = with_ttl(&redis, "ctl-token");
+    s.auth_tokens = Some("s3cret".to_owned());
+    let a = Replica::start(s).await;
+    let out = ctl(&a).args(["get", "job"]).output().await.expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unauthenticated"), "{err}");
+    let out = ctl(&a)
+        .args(["get", "job"])
+        .env("ELECTION_TOKEN", "s3cret")
+        .output()
+        .await
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(r#"{"id":0,"leader":"""#));
+}
