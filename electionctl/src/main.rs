@@ -158,40 +158,23 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e, USAGE),
     };
-    let printed = match &cli.command {
-        Command::Get { name } => c.get(name).await.map(|t| println!("{}", json::term(&t))),
-        Command::Snapshot { name } => c
-            .snapshot(name)
-            .await
-            .map(|t| println!("{}", json::term(&t))),
-        Command::Enter { name, id } => c
-            .enter(name, id)
-            .await
-            .map(|t| println!("{}", json::term(&t))),
-        Command::Withdraw { name, id } => c
-            .withdraw(name, id)
-            .await
-            .map(|t| println!("{}", json::term(&t))),
-        Command::Anoint { name, candidate } => c
-            .anoint(name, candidate)
-            .await
-            .map(|t| println!("{}", json::term(&t))),
-        Command::Promote { name, candidate } => c
-            .promote(name, candidate)
-            .await
-            .map(|t| println!("{}", json::term(&t))),
-        Command::Evict { name, candidate } => c
-            .evict(name, candidate)
-            .await
-            .map(|t| println!("{}", json::term(&t))),
-        Command::Delete { name } => c.delete(name).await,
+    // a command that answers with a term prints it as one JSON line
+    let answered = match &cli.command {
+        Command::Get { name } => c.get(name).await.map(Some),
+        Command::Snapshot { name } => c.snapshot(name).await.map(Some),
+        Command::Enter { name, id } => c.enter(name, id).await.map(Some),
+        Command::Withdraw { name, id } => c.withdraw(name, id).await.map(Some),
+        Command::Anoint { name, candidate } => c.anoint(name, candidate).await.map(Some),
+        Command::Promote { name, candidate } => c.promote(name, candidate).await.map(Some),
+        Command::Evict { name, candidate } => c.evict(name, candidate).await.map(Some),
+        Command::Delete { name } => c.delete(name).await.map(|_| None),
         Command::Restore { name } => {
             let mut text = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut text) {
                 return fail(format!("cannot read the snapshot from stdin: {e}"), USAGE);
             }
             match json::parse_term(&text) {
-                Ok(term) => c.restore(name, &term).await,
+                Ok(term) => c.restore(name, &term).await.map(|_| None),
                 Err(e) => return fail(format!("the snapshot on stdin: {e}"), USAGE),
             }
         }
@@ -241,8 +224,13 @@ async fn main() -> ExitCode {
             return run::run(c, opts).await;
         }
     };
-    match printed {
-        Ok(()) => ExitCode::SUCCESS,
+    match answered {
+        Ok(term) => {
+            if let Some(t) = term {
+                println!("{}", json::term(&t));
+            }
+            ExitCode::SUCCESS
+        }
         Err(e @ (Error::InvalidArgument(_) | Error::Config(_))) => fail(e, USAGE),
         Err(e) => fail(e, SERVICE_ERROR),
     }

@@ -11,16 +11,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use electiond_client::Client;
-use harness::{prefix, settings, wait_for, RedisServer, Replica};
+use harness::{prefix, wait_for, RedisServer, Replica};
 use tokio::process::{Child, Command};
 
 const TTL: u64 = 2000;
 const GRACE: &str = "300ms";
 
 fn with_ttl(redis: &RedisServer, p: &str) -> electiond::config::Settings {
-    let mut s = settings(redis, &prefix(p));
-    s.lease_ttl_ms = TTL;
-    s
+    harness::with_ttl(redis, &prefix(p), TTL)
 }
 
 fn ctl(replica: &Replica) -> Command {

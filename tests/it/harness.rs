@@ -459,6 +459,13 @@ pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
     s
 }
 
+/// [`settings`] with leases of `ttl_ms`.
+pub fn with_ttl(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> Settings {
+    let mut s = settings(redis, prefix);
+    s.lease_ttl_ms = ttl_ms;
+    s
+}
+
 /// The defaults, on a free port, without metrics, under `prefix`; Redis left to the test.
 pub fn bare_settings(prefix: &str) -> Settings {
     let mut s = Settings::defaults();

@@ -7,12 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-fn with_ttl(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> electiond::config::Settings {
-    let mut s = settings(redis, prefix);
-    s.lease_ttl_ms = ttl_ms;
-    s
-}
-
 /// Calls GetTerm as `c` every 100 ms until aborted: a live client that never re-enters.
 fn keep_alive(c: &Client) -> tokio::task::JoinHandle<()> {
     let mut c = c.clone();

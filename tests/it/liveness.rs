@@ -160,12 +160,6 @@ impl Drop for Nginx {
     }
 }
 
-fn with_ttl(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> electiond::config::Settings {
-    let mut s = settings(redis, prefix);
-    s.lease_ttl_ms = ttl_ms;
-    s
-}
-
 /// The worker enters with its own call, holds an Events stream as itself from another
 /// process through `via`, and that process freezes. Returns how long after the Enter was
 /// acknowledged the worker stopped being leader.
