@@ -167,7 +167,11 @@ pub(crate) async fn campaign(
         };
         let timing = match Timing::new(ttl, client.margin()) {
             Ok(t) => t,
-            Err(e) => break Err(e),
+            Err(e) => {
+                // entered already: leave at once rather than linger as a candidate for a TTL
+                let _ = client.withdraw(&name, &id).await;
+                break Err(e);
+            }
         };
         if r.term.is_leader(&id) && r.term.id > floor {
             break Ok((r, timing));
