@@ -7,9 +7,11 @@
 
 pub mod config;
 pub mod election;
+pub mod events;
 pub mod grpc;
 pub mod local_redis;
 pub mod metrics;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 
@@ -24,9 +26,10 @@ use tonic_health::ServingStatus;
 
 use crate::config::Settings;
 use crate::election::Limits;
+use crate::events::Hub;
 use crate::local_redis::{LocalRedis, LocalRedisError};
 use crate::metrics::Metrics;
-use crate::store::{Hub, Source, Store, StoreConfig, StoreError};
+use crate::store::{Source, Store, StoreConfig, StoreError};
 
 /// The generated protobuf and gRPC code.
 #[allow(missing_docs, clippy::all)]
@@ -99,31 +102,63 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let mut local = None;
-    let source = match (&settings.redis_url, &settings.redis_sentinel_master) {
-        (Some(url), _) => Source::Url(url.clone()),
-        (None, Some(master)) => Source::Sentinel {
-            sentinels: settings.sentinels(),
-            master: master.clone(),
-            username: settings.redis_master_username.clone(),
-            password: settings.redis_master_password.clone(),
-        },
-        (None, None) if settings.redis_cluster_nodes.is_some() => Source::Cluster {
-            nodes: settings.cluster_nodes(),
-        },
-        (None, None) => {
-            let redis = LocalRedis::start(&settings.redis_server_bin).await?;
-            tracing::warn!(
-                url = %redis.url(),
-                "no Redis configured (ELECTION_REDIS_URL): started a private redis-server; \
-                 elections are not persisted and other replicas cannot share them"
-            );
-            let url = redis.url();
-            local = Some(redis);
-            Source::Url(url)
-        }
-    };
     let metrics = Arc::new(Metrics::default());
+    let (store, local) = connect(&settings, metrics.clone()).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (state, tasks) = start(&settings, store, metrics, stop_rx).await?;
+    let served = serve(&settings, state, listener, shutdown, &stop_tx).await;
+    // whatever ended serving (a drain, or an error before it began), the tasks stop now
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(redis) = local {
+        redis.stop().await;
+        tracing::info!("private redis-server stopped");
+    }
+    served
+}
+
+/// Where Redis is, per the settings; with none configured, a private `redis-server` started
+/// for this replica (returned, so that it is stopped with it).
+async fn redis_source(settings: &Settings) -> Result<(Source, Option<LocalRedis>), RunError> {
+    Ok(
+        match (&settings.redis_url, &settings.redis_sentinel_master) {
+            (Some(url), _) => (Source::Url(url.clone()), None),
+            (None, Some(master)) => (
+                Source::Sentinel {
+                    sentinels: settings.sentinels(),
+                    master: master.clone(),
+                    username: settings.redis_master_username.clone(),
+                    password: settings.redis_master_password.clone(),
+                },
+                None,
+            ),
+            (None, None) if settings.redis_cluster_nodes.is_some() => (
+                Source::Cluster {
+                    nodes: settings.cluster_nodes(),
+                },
+                None,
+            ),
+            (None, None) => {
+                let redis = LocalRedis::start(&settings.redis_server_bin).await?;
+                tracing::warn!(
+                    url = %redis.url(),
+                    "no Redis configured (ELECTION_REDIS_URL): started a private redis-server; \
+                     elections are not persisted and other replicas cannot share them"
+                );
+                (Source::Url(redis.url()), Some(redis))
+            }
+        },
+    )
+}
+
+/// Step 1: the store, on the Redis the settings name (connections are made on first use).
+async fn connect(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+) -> Result<(Store, Option<LocalRedis>), RunError> {
+    let (source, local) = redis_source(settings).await?;
     let ca_cert = match &settings.redis_ca_cert {
         Some(path) => Some(
             std::fs::read(path)
@@ -140,18 +175,19 @@ pub async fn run(
         timeout: settings.redis_timeout(),
         lease_ttl_ms: settings.lease_ttl_ms,
         max_candidates: settings.max_candidates,
-        metrics: metrics.clone(),
+        metrics,
     })?;
-    let tls = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => {
-            let read = |path: &str| {
-                std::fs::read(path).map_err(|e| RunError::Tls(format!("cannot read {path}: {e}")))
-            };
-            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-            Some(tonic::transport::ServerTlsConfig::new().identity(identity))
-        }
-        _ => None,
-    };
+    Ok((store, local))
+}
+
+/// Step 2: the replica's background tasks: the pub/sub listener feeding the fan-out hub, the
+/// lease sweeper, metrics, and health. They all end when `stop` turns true.
+async fn start(
+    settings: &Settings,
+    store: Store,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<(Arc<AppState>, Vec<tokio::task::JoinHandle<()>>), RunError> {
     let metrics_listener = match &settings.metrics_addr {
         Some(addr) => {
             let l = TcpListener::bind(addr)
@@ -162,21 +198,24 @@ pub async fn run(
         }
         None => None,
     };
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let hub = Hub::start(store.clone(), stop_rx.clone());
-    let mut tasks = vec![tokio::spawn(store::sweep(store.clone(), stop_rx.clone()))];
+    // a watcher waits for its subscription as long as a subscribe and a catch-up read may take
+    let (hub, commands) = Hub::new(metrics.clone(), settings.redis_timeout() * 2);
+    let mut tasks = vec![
+        tokio::spawn(store::listen(
+            store.clone(),
+            hub.clone(),
+            commands,
+            stop.clone(),
+        )),
+        tokio::spawn(store::sweep(store.clone(), stop.clone())),
+    ];
     if let Some(l) = metrics_listener {
-        tasks.push(tokio::spawn(metrics::serve(
-            l,
-            metrics.clone(),
-            stop_rx.clone(),
-        )));
+        tasks.push(tokio::spawn(metrics::serve(l, metrics, stop.clone())));
     }
     let state = Arc::new(AppState {
         store,
         hub,
-        stop: stop_rx.clone(),
+        stop: stop.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
         limits: Limits {
             max_name_bytes: settings.max_name_bytes,
@@ -184,13 +223,19 @@ pub async fn run(
             max_candidates: settings.max_candidates,
         },
     });
+    Ok((state, tasks))
+}
 
+/// Steps 3 and 4: serves gRPC on `listener` until `shutdown`, then drains (see [`run`]).
+async fn serve(
+    settings: &Settings,
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop_tx: &watch::Sender<bool>,
+) -> Result<(), RunError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    tasks.push(tokio::spawn(watch_health(
-        state.clone(),
-        reporter,
-        stop_rx.clone(),
-    )));
+    let health_task = tokio::spawn(watch_health(state.clone(), reporter, state.stop.clone()));
     // Both reflection versions: older grpcurl and grpc_cli only speak v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -214,7 +259,7 @@ pub async fn run(
             .http2_keepalive_interval(Some(interval))
             .http2_keepalive_timeout(Some(timeout));
     }
-    if let Some(tls) = tls {
+    if let Some(tls) = tls_config(settings)? {
         builder = builder.tls_config(tls)?;
     }
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -256,15 +301,23 @@ pub async fn run(
         }
     };
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(redis) = local {
-        redis.stop().await;
-        tracing::info!("private redis-server stopped");
-    }
+    let _ = health_task.await;
     served?;
     Ok(())
+}
+
+/// TLS on the gRPC port, when a certificate and key are configured.
+fn tls_config(settings: &Settings) -> Result<Option<tonic::transport::ServerTlsConfig>, RunError> {
+    let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|e| RunError::Tls(format!("cannot read {path}: {e}")))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new().identity(identity),
+    ))
 }
 
 /// Keeps gRPC health in step with Redis: SERVING while it answers, NOT_SERVING otherwise.
@@ -309,7 +362,7 @@ async fn watch_health(
         }
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            _ = store::stopped(&mut stop) => break,
+            _ = shutdown::stopped(&mut stop) => break,
         }
     }
     // shutting down: a load balancer probing health stops sending calls here

@@ -9,10 +9,12 @@ use tonic::{Request, Response, Status};
 
 use super::{candidate, response_header, term_to_proto, unary, Target};
 use crate::election::{Term, ValidSnapshot};
+use crate::events::Watcher;
 use crate::metrics::Metrics;
 use crate::proto::atomix::primitive::election as epb;
 use crate::proto::atomix::primitive::election::leader_election_service_server::LeaderElectionService as Api;
-use crate::store::{stopped, Op, Watcher};
+use crate::shutdown::stopped;
+use crate::store::Op;
 use crate::AppState;
 
 /// Serves the election operations.
@@ -228,7 +230,8 @@ impl Api for ElectionService {
                     )
                 })?;
             // subscribed before the handshake goes out: nothing committed after it is missed
-            let watcher = self.state.hub.watch(&t.election).await?;
+            let channel = self.state.store.keys().election(&t.election).channel;
+            let watcher = self.state.hub.watch(&t.election, channel).await?;
             let metrics = self.state.store.metrics().clone();
             Ok(event_stream(
                 watcher,

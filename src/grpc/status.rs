@@ -4,6 +4,7 @@
 use tonic::Status;
 
 use crate::election::Rejection;
+use crate::events::NotReady;
 use crate::store::StoreError;
 
 impl From<Rejection> for Status {
@@ -41,5 +42,12 @@ impl From<StoreError> for Status {
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+impl From<NotReady> for Status {
+    fn from(e: NotReady) -> Self {
+        tracing::warn!(error = %e, "events subscription not confirmed");
+        Status::unavailable("the election store is unavailable; retry with backoff")
     }
 }

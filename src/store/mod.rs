@@ -3,10 +3,11 @@
 //! written back.
 
 mod cluster;
+mod cluster_listener;
 mod keys;
+mod listener;
 mod pool;
 mod scripts;
-mod subscriber;
 mod sweeper;
 
 use std::time::Duration;
@@ -17,9 +18,8 @@ use pool::Pool;
 use serde::Deserialize;
 
 pub use keys::{ElectionKeys, Keys};
+pub use listener::listen;
 pub use scripts::{Publish, Scripts};
-pub(crate) use subscriber::stopped;
-pub use subscriber::{Delivery, Hub, Watcher};
 pub use sweeper::sweep;
 
 use std::sync::Arc;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{stopped, Op, Store};
+use super::{Op, Store};
+use crate::shutdown::stopped;
 
 /// Most due elections taken from one bucket per poll.
 const DUE_PER_BUCKET: usize = 256;
