@@ -1,12 +1,15 @@
-//! Prometheus metrics of one replica, served as text on `/metrics` from a separate port.
+//! Prometheus metrics of one replica (the `prometheus-client` crate), served on `/metrics`
+//! from a separate port.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -15,32 +18,106 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
 }
 
 /// Counters and gauges of one replica.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<MethodLabels, Histogram>,
     /// Events streams open now.
-    pub streams_open: AtomicI64,
+    pub streams_open: Gauge,
     /// Changes received from Redis pub/sub (or a catch-up read) and accepted for delivery.
-    pub events_received: AtomicU64,
+    pub events_received: Counter,
     /// `CHANGED` messages handed to streams.
-    pub events_delivered: AtomicU64,
+    pub events_delivered: Counter,
     /// Times a stream fell behind and skipped to the latest state.
-    pub events_skipped: AtomicU64,
+    pub events_skipped: Counter,
     /// Redis commands that failed (connection errors, timeouts, error replies).
-    pub redis_errors: AtomicU64,
+    pub redis_errors: Counter,
     /// Reconnections of the pub/sub connection.
-    pub pubsub_reconnects: AtomicU64,
+    pub pubsub_reconnects: Counter,
     /// Candidates removed because their lease ran out, by scripts this replica ran.
-    pub lease_expiries: AtomicU64,
+    pub lease_expiries: Counter,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let calls = Family::<CallLabels, Counter>::default();
+        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(BUCKETS.iter().copied())
+        });
+        let m = Metrics {
+            calls,
+            latency,
+            streams_open: Gauge::default(),
+            events_received: Counter::default(),
+            events_delivered: Counter::default(),
+            events_skipped: Counter::default(),
+            redis_errors: Counter::default(),
+            pubsub_reconnects: Counter::default(),
+            lease_expiries: Counter::default(),
+            registry: Registry::default(),
+        };
+        // counters are exposed with `_total` appended
+        let mut r = Registry::default();
+        r.register(
+            "electiond_grpc_calls",
+            "gRPC calls by method and status code",
+            m.calls.clone(),
+        );
+        r.register(
+            "electiond_grpc_call_duration_seconds",
+            "gRPC call latency by method",
+            m.latency.clone(),
+        );
+        r.register(
+            "electiond_events_streams_open",
+            "Events streams open on this replica",
+            m.streams_open.clone(),
+        );
+        r.register(
+            "electiond_events_received",
+            "Election changes received from Redis and accepted for delivery",
+            m.events_received.clone(),
+        );
+        r.register(
+            "electiond_events_delivered",
+            "CHANGED messages sent to Events streams",
+            m.events_delivered.clone(),
+        );
+        r.register(
+            "electiond_events_skipped",
+            "Times a slow stream skipped to the latest state",
+            m.events_skipped.clone(),
+        );
+        r.register(
+            "electiond_redis_errors",
+            "Redis commands that failed or timed out",
+            m.redis_errors.clone(),
+        );
+        r.register(
+            "electiond_redis_pubsub_reconnects",
+            "Reconnections of the Redis pub/sub connection",
+            m.pubsub_reconnects.clone(),
+        );
+        r.register(
+            "electiond_lease_expiries",
+            "Candidates removed because their lease ran out",
+            m.lease_expiries.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -66,179 +143,56 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Metrics {
     /// Counts one finished call.
     pub fn call(&self, method: &'static str, code: tonic::Code, took: Duration) {
-        *lock(&self.calls)
-            .entry((method, code_name(code)))
-            .or_default() += 1;
-        let secs = took.as_secs_f64();
-        let mut lat = lock(&self.latency);
-        let h = lat.entry(method).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&MethodLabels { method })
+            .observe(took.as_secs_f64());
     }
 
     /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition (which Prometheus reads).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP electiond_grpc_calls_total gRPC calls by method and status code."
-        );
-        let _ = writeln!(out, "# TYPE electiond_grpc_calls_total counter");
-        for ((method, code), n) in lock(&self.calls).iter() {
-            let _ = writeln!(
-                out,
-                "electiond_grpc_calls_total{{method=\"{method}\",code=\"{code}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP electiond_grpc_call_duration_seconds gRPC call latency by method."
-        );
-        let _ = writeln!(out, "# TYPE electiond_grpc_call_duration_seconds histogram");
-        for (method, h) in lock(&self.latency).iter() {
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "electiond_grpc_call_duration_seconds_bucket{{method=\"{method}\",le=\"{le}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "electiond_grpc_call_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "electiond_grpc_call_duration_seconds_sum{{method=\"{method}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "electiond_grpc_call_duration_seconds_count{{method=\"{method}\"}} {}",
-                h.count
-            );
-        }
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let v = v.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
-            "electiond_events_streams_open",
-            "Events streams open on this replica.",
-            self.streams_open.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "electiond_events_received_total",
-            "Election changes received from Redis and accepted for delivery.",
-            &self.events_received,
-        );
-        counter(
-            &mut out,
-            "electiond_events_delivered_total",
-            "CHANGED messages sent to Events streams.",
-            &self.events_delivered,
-        );
-        counter(
-            &mut out,
-            "electiond_events_skipped_total",
-            "Times a slow stream skipped to the latest state.",
-            &self.events_skipped,
-        );
-        counter(
-            &mut out,
-            "electiond_redis_errors_total",
-            "Redis commands that failed or timed out.",
-            &self.redis_errors,
-        );
-        counter(
-            &mut out,
-            "electiond_redis_pubsub_reconnects_total",
-            "Reconnections of the Redis pub/sub connection.",
-            &self.pubsub_reconnects,
-        );
-        counter(
-            &mut out,
-            "electiond_lease_expiries_total",
-            "Candidates removed because their lease ran out.",
-            &self.lease_expiries,
-        );
+        // writing to a String cannot fail
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
 
 /// Serves `GET /metrics` on `listener` until `stop`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: std::sync::Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (mut sock, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener");
-                    continue;
-                }
-            },
-            _ = crate::store::stopped(&mut stop) => return,
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            // read the request head (bounded), answer, close
-            while len < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[len..])).await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
-                    Ok(Ok(n)) => len += n,
-                }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    use axum::http::header::CONTENT_TYPE;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
             }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if head.starts_with("GET ")
-                && (path == "/metrics" || path.starts_with("/metrics?"))
-            {
-                ("200 OK", metrics.render())
-            } else {
-                ("404 Not Found", "not found; try /metrics\n".to_owned())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+        }),
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { crate::shutdown::stopped(&mut stop).await })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!(error = %e, "metrics server");
     }
 }

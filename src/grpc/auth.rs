@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -19,15 +20,13 @@ impl Tokens {
     }
 
     fn accepts(&self, presented: &[u8]) -> bool {
-        // compare every byte of every token, so timing does not reveal a matching prefix
-        self.0.iter().fold(false, |ok, t| {
-            let same_len = t.len() == presented.len();
-            let diff = t
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            ok | (same_len && diff == 0)
-        })
+        // constant time per token, and every token checked, so timing reveals no prefix
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |ok, t| {
+                ok | t.as_slice().ct_eq(presented)
+            })
+            .into()
     }
 }
 
