@@ -1,60 +1,38 @@
-//! Redis storage: the connection pool, the scripts, key names, and decoding of stored terms.
-//! Every operation is exactly one script execution; nothing is read, changed in Rust and
-//! written back.
+//! Redis storage: the store's API (this file: the operations, where Redis is, the backends),
+//! running an operation (`apply.rs`), its errors (`error.rs`), stored terms (`decode.rs`),
+//! connections (`pool.rs` for one Redis or Sentinel, `sentinel.rs`, `cluster.rs`), the
+//! scripts and key names, the pub/sub listeners and the lease sweeper. Every operation is
+//! exactly one script execution; nothing is read, changed in Rust and written back.
 
+mod apply;
 mod cluster;
 mod cluster_listener;
+mod decode;
+mod error;
 mod keys;
 mod listener;
 mod pool;
 mod scripts;
+mod sentinel;
 mod sweeper;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 
 use pool::Pool;
-use serde::Deserialize;
+use sentinel::sentinel_client;
 
+pub use decode::decode_term;
+pub use error::StoreError;
 pub use keys::{ElectionKeys, Keys};
 pub use listener::listen;
 pub use scripts::{Publish, Scripts};
 pub use sweeper::sweep;
 
-use std::sync::Arc;
-
-use crate::election::{ElectionName, MemberId, Rejection, Term, Timestamp, ValidSnapshot};
+use crate::election::{ElectionName, MemberId, Term, ValidSnapshot};
 use crate::metrics::Metrics;
-
-/// What went wrong talking to Redis (rejections of the request itself are carried too, since
-/// some are only known inside the script).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The request breaks a rule of the election; nothing changed.
-    #[error(transparent)]
-    Rejected(#[from] Rejection),
-    /// Redis answered with an error, or the connection failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// No connection could be had from the pool.
-    #[error("redis connection pool: {0}")]
-    Pool(#[from] deadpool::managed::PoolError<redis::RedisError>),
-    /// Redis did not answer within the configured timeout.
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
-    /// Fewer replicas than required confirmed a change in time (the primary has it).
-    #[error("only {got} of {want} redis replicas confirmed the change in time")]
-    NotReplicated {
-        /// Replicas that confirmed.
-        got: u64,
-        /// Replicas required.
-        want: u32,
-    },
-    /// Redis holds or returned something this service did not write.
-    #[error("unexpected data from redis: {0}")]
-    Corrupt(String),
-}
 
 /// One operation on one election.
 #[derive(Debug, Clone, Copy)]
@@ -169,88 +147,6 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("keys", &self.keys).finish()
     }
-}
-
-/// The stored form of a term (see `lua/prelude.lua`).
-#[derive(Debug, Deserialize)]
-struct StoredTerm {
-    id: u64,
-    rev: u64,
-    ts: i64,
-    tsn: i32,
-    c: Vec<String>,
-}
-
-/// Decodes a term as the scripts store and publish it.
-pub fn decode_term(raw: &[u8]) -> Result<Term, StoreError> {
-    let s: StoredTerm = serde_json::from_slice(raw)
-        .map_err(|e| StoreError::Corrupt(format!("stored term does not parse: {e}")))?;
-    let timestamp = (s.ts != 0 || s.tsn != 0).then_some(Timestamp {
-        seconds: s.ts,
-        nanos: s.tsn,
-    });
-    Ok(Term {
-        id: s.id,
-        timestamp,
-        candidates: s.c,
-        revision: s.rev,
-    })
-}
-
-/// A Sentinel client for `master`. The first Sentinel URL's credentials authenticate to the
-/// Sentinels; `rediss://` Sentinel URLs mean TLS to the Sentinels and to the master alike,
-/// verified with `ca` when given.
-fn sentinel_client(
-    sentinels: &[String],
-    master: &str,
-    username: Option<&str>,
-    password: Option<&str>,
-    ca: Option<&[u8]>,
-) -> Result<redis::sentinel::SentinelClient, StoreError> {
-    use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-    use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode};
-
-    let infos = sentinels
-        .iter()
-        .map(|u| u.as_str().into_connection_info())
-        .collect::<redis::RedisResult<Vec<_>>>()?;
-    let tls = infos
-        .iter()
-        .any(|i| matches!(i.addr(), ConnectionAddr::TcpTls { .. }));
-    let mut b = SentinelClientBuilder::new(
-        infos.iter().map(|i| i.addr().clone()),
-        master,
-        SentinelServerType::Master,
-    )?;
-    if let Some(first) = infos.first() {
-        if let Some(u) = first.redis_settings().username() {
-            b = b.set_client_to_sentinel_username(u);
-        }
-        if let Some(p) = first.redis_settings().password() {
-            b = b.set_client_to_sentinel_password(p);
-        }
-    }
-    if let Some(u) = username {
-        b = b.set_client_to_redis_username(u);
-    }
-    if let Some(p) = password {
-        b = b.set_client_to_redis_password(p);
-    }
-    if tls {
-        b = b
-            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
-            .set_client_to_redis_tls_mode(TlsMode::Secure);
-        if let Some(ca) = ca {
-            let certs = || TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca.to_vec()),
-            };
-            b = b
-                .set_client_to_sentinel_certificates(certs())
-                .set_client_to_redis_certificates(certs());
-        }
-    }
-    Ok(b.build()?)
 }
 
 impl Store {
@@ -396,136 +292,6 @@ impl Store {
         self.timeout
     }
 
-    /// Runs `op` on `election` as one script; `caller` is the request's client id, if any.
-    /// Returns the term after the operation.
-    pub async fn apply(
-        &self,
-        election: &ElectionName,
-        caller: Option<&MemberId>,
-        op: Op<'_>,
-    ) -> Result<Term, StoreError> {
-        let keys = self.keys.election(election);
-        let s = &self.scripts;
-        let script = match op {
-            Op::Enter => &s.enter,
-            Op::Withdraw => &s.withdraw,
-            Op::Anoint(_) => &s.anoint,
-            Op::Promote(_) => &s.promote,
-            Op::Evict(_) => &s.evict,
-            Op::Restore(_) => &s.restore,
-            Op::Create => &s.create,
-            Op::Delete => &s.delete,
-            Op::GetTerm | Op::Refresh(_) => &s.refresh,
-        };
-        let mut inv = script.prepare_invoke();
-        inv.key(&keys.term)
-            .key(&keys.leases)
-            .key(&keys.index)
-            .arg(&keys.channel)
-            .arg(self.lease_ttl_ms)
-            .arg(self.max_candidates)
-            .arg(caller.map_or("", MemberId::as_str))
-            .arg(election.as_str());
-        match op {
-            Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
-                inv.arg(c.as_str());
-            }
-            Op::Restore(snap) => {
-                inv.arg(snap.id);
-                for c in &snap.candidates {
-                    inv.arg(c.as_str());
-                }
-            }
-            Op::Refresh(clients) => {
-                for c in clients {
-                    inv.arg(c.as_str());
-                }
-            }
-            _ => {}
-        }
-        let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
-            .bounded(async {
-                let pool = match &self.backend {
-                    Backend::Pooled { pool, .. } => pool,
-                    Backend::Cluster(c) => {
-                        // the cluster connection follows redirections and reconnects itself
-                        let (reply, acked) = cluster::call(c, |mut conn| async move {
-                            let reply = inv.invoke_async(&mut conn).await?;
-                            if self.wait_replicas == 0 {
-                                return Ok((reply, None));
-                            }
-                            // WAIT goes to the master that ran the script, on the same
-                            // connection
-                            let route = cluster::master_of(&keys.term);
-                            let acked = conn.route_command(self.wait_command(), route).await?;
-                            Ok((reply, Some(acked)))
-                        })
-                        .await?;
-                        let acked = match acked {
-                            Some(v) => Some(
-                                redis::FromRedisValue::from_redis_value(v)
-                                    .map_err(|e| StoreError::Corrupt(format!("WAIT reply: {e}")))?,
-                            ),
-                            None => None,
-                        };
-                        return Ok((reply, acked));
-                    }
-                };
-                // Pooled connections that broke since their last use (a Redis restart) fail at
-                // once and are discarded; an operation whose repetition changes nothing more is
-                // retried on the next one, within the same time bound. Promote, Evict and
-                // Delete are not, since a first attempt may have been applied.
-                let mut retries = if op.is_idempotent() {
-                    self.pool_size
-                } else {
-                    0
-                };
-                loop {
-                    let mut conn = pool.get().await?;
-                    // with WAIT configured, the confirmation is asked on the same connection,
-                    // so it covers this script's writes
-                    let r = match inv.invoke_async(&mut *conn).await {
-                        Ok(reply) if self.wait_replicas > 0 => {
-                            self.wait(&mut conn).await.map(|acked| (reply, Some(acked)))
-                        }
-                        r => r.map(|reply| (reply, None)),
-                    };
-                    match pool::check(conn, r) {
-                        Err(e) if retries > 0 && pool::breaks_connection(&e) => retries -= 1,
-                        r => return Ok(r?),
-                    }
-                }
-            })
-            .await?;
-        if expired > 0 {
-            Metrics::add(&self.metrics.lease_expiries, expired);
-        }
-        if let Some(got) = acked.filter(|got| *got < u64::from(self.wait_replicas)) {
-            return Err(StoreError::NotReplicated {
-                got,
-                want: self.wait_replicas,
-            });
-        }
-        match status.as_str() {
-            "ok" => decode_term(&raw),
-            "not_candidate" => {
-                let c = match op {
-                    Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => c.as_str(),
-                    _ => "",
-                };
-                Err(Rejection::NotCandidate(c.to_owned()).into())
-            }
-            "too_many" => Err(Rejection::TooManyCandidates {
-                limit: self.max_candidates,
-            }
-            .into()),
-            "not_found" => Err(Rejection::NotFound(election.as_str().to_owned()).into()),
-            other => Err(StoreError::Corrupt(format!(
-                "unknown script status {other:?}"
-            ))),
-        }
-    }
-
     /// Reads elections' terms as stored, without running any rule (no expiry, no lease
     /// refresh): what the event subscriber uses to catch up. One pipelined round trip per
     /// batch; an election with no state reads as the empty term with revision 0.
@@ -566,19 +332,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Asks Redis how many replicas have every write made so far on `conn` (`WAIT`), waiting
-    /// at most three quarters of the timeout for `wait_replicas` of them.
-    async fn wait(&self, conn: &mut pool::Conn) -> redis::RedisResult<u64> {
-        self.wait_command().query_async(&mut **conn).await
-    }
-
-    fn wait_command(&self) -> redis::Cmd {
-        let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(self.wait_replicas).arg(ms);
-        cmd
     }
 
     /// Lease TTL in ms (0: leases never expire).
@@ -679,24 +432,5 @@ impl Store {
     /// The replica's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stored_terms_decode() {
-        let t = decode_term(br#"{"id":3,"rev":17,"ts":1700000000,"tsn":5000,"c":["a","b"]}"#)
-            .expect("decodes");
-        assert_eq!(t.id, 3);
-        assert_eq!(t.revision, 17);
-        assert_eq!(t.leader(), "a");
-        assert_eq!(t.timestamp.map(|t| t.nanos), Some(5000));
-        let empty = decode_term(br#"{"id":0,"rev":1,"ts":0,"tsn":0,"c":[]}"#).expect("decodes");
-        assert_eq!(empty.leader(), "");
-        assert!(empty.timestamp.is_none());
-        assert!(decode_term(b"{}").is_err());
     }
 }

@@ -1,0 +1,150 @@
+//! Running one operation: its script, then, when configured, `WAIT` for replicas.
+
+use super::{cluster, decode_term, pool, Backend, Op, Store, StoreError};
+use crate::election::{ElectionName, MemberId, Rejection, Term};
+use crate::metrics::Metrics;
+
+impl Store {
+    /// Runs `op` on `election` as one script; `caller` is the request's client id, if any.
+    /// Returns the term after the operation.
+    pub async fn apply(
+        &self,
+        election: &ElectionName,
+        caller: Option<&MemberId>,
+        op: Op<'_>,
+    ) -> Result<Term, StoreError> {
+        let keys = self.keys.election(election);
+        let s = &self.scripts;
+        let script = match op {
+            Op::Enter => &s.enter,
+            Op::Withdraw => &s.withdraw,
+            Op::Anoint(_) => &s.anoint,
+            Op::Promote(_) => &s.promote,
+            Op::Evict(_) => &s.evict,
+            Op::Restore(_) => &s.restore,
+            Op::Create => &s.create,
+            Op::Delete => &s.delete,
+            Op::GetTerm | Op::Refresh(_) => &s.refresh,
+        };
+        let mut inv = script.prepare_invoke();
+        inv.key(&keys.term)
+            .key(&keys.leases)
+            .key(&keys.index)
+            .arg(&keys.channel)
+            .arg(self.lease_ttl_ms)
+            .arg(self.max_candidates)
+            .arg(caller.map_or("", MemberId::as_str))
+            .arg(election.as_str());
+        match op {
+            Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
+                inv.arg(c.as_str());
+            }
+            Op::Restore(snap) => {
+                inv.arg(snap.id);
+                for c in &snap.candidates {
+                    inv.arg(c.as_str());
+                }
+            }
+            Op::Refresh(clients) => {
+                for c in clients {
+                    inv.arg(c.as_str());
+                }
+            }
+            _ => {}
+        }
+        let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
+            .bounded(async {
+                let pool = match &self.backend {
+                    Backend::Pooled { pool, .. } => pool,
+                    Backend::Cluster(c) => {
+                        // the cluster connection follows redirections and reconnects itself
+                        let (reply, acked) = cluster::call(c, |mut conn| async move {
+                            let reply = inv.invoke_async(&mut conn).await?;
+                            if self.wait_replicas == 0 {
+                                return Ok((reply, None));
+                            }
+                            // WAIT goes to the master that ran the script, on the same
+                            // connection
+                            let route = cluster::master_of(&keys.term);
+                            let acked = conn.route_command(self.wait_command(), route).await?;
+                            Ok((reply, Some(acked)))
+                        })
+                        .await?;
+                        let acked = match acked {
+                            Some(v) => Some(
+                                redis::FromRedisValue::from_redis_value(v)
+                                    .map_err(|e| StoreError::Corrupt(format!("WAIT reply: {e}")))?,
+                            ),
+                            None => None,
+                        };
+                        return Ok((reply, acked));
+                    }
+                };
+                // Pooled connections that broke since their last use (a Redis restart) fail at
+                // once and are discarded; an operation whose repetition changes nothing more is
+                // retried on the next one, within the same time bound. Promote, Evict and
+                // Delete are not, since a first attempt may have been applied.
+                let mut retries = if op.is_idempotent() {
+                    self.pool_size
+                } else {
+                    0
+                };
+                loop {
+                    let mut conn = pool.get().await?;
+                    // with WAIT configured, the confirmation is asked on the same connection,
+                    // so it covers this script's writes
+                    let r = match inv.invoke_async(&mut *conn).await {
+                        Ok(reply) if self.wait_replicas > 0 => {
+                            self.wait(&mut conn).await.map(|acked| (reply, Some(acked)))
+                        }
+                        r => r.map(|reply| (reply, None)),
+                    };
+                    match pool::check(conn, r) {
+                        Err(e) if retries > 0 && pool::breaks_connection(&e) => retries -= 1,
+                        r => return Ok(r?),
+                    }
+                }
+            })
+            .await?;
+        if expired > 0 {
+            Metrics::add(&self.metrics.lease_expiries, expired);
+        }
+        if let Some(got) = acked.filter(|got| *got < u64::from(self.wait_replicas)) {
+            return Err(StoreError::NotReplicated {
+                got,
+                want: self.wait_replicas,
+            });
+        }
+        match status.as_str() {
+            "ok" => decode_term(&raw),
+            "not_candidate" => {
+                let c = match op {
+                    Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => c.as_str(),
+                    _ => "",
+                };
+                Err(Rejection::NotCandidate(c.to_owned()).into())
+            }
+            "too_many" => Err(Rejection::TooManyCandidates {
+                limit: self.max_candidates,
+            }
+            .into()),
+            "not_found" => Err(Rejection::NotFound(election.as_str().to_owned()).into()),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown script status {other:?}"
+            ))),
+        }
+    }
+
+    /// Asks Redis how many replicas have every write made so far on `conn` (`WAIT`), waiting
+    /// at most three quarters of the timeout for `wait_replicas` of them.
+    async fn wait(&self, conn: &mut pool::Conn) -> redis::RedisResult<u64> {
+        self.wait_command().query_async(&mut **conn).await
+    }
+
+    fn wait_command(&self) -> redis::Cmd {
+        let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(self.wait_replicas).arg(ms);
+        cmd
+    }
+}
