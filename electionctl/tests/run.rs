@@ -385,3 +385,48 @@ async fn the_token_is_sent_when_given_and_missing_it_is_a_clear_error() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(r#"{"id":0,"leader":"""#));
 }
+
+#[tokio::test]
+async fn watch_prints_the_term_then_each_change_and_resumes_on_another_replica() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-watch-cli")).await;
+    let b = Replica::start(with_ttl(&redis, "ctl-watch-cli")).await;
+    let writer = Client::builder([format!("http://{}", b.addr)])
+        .build()
+        .expect("client");
+    // the stream goes to the first endpoint
+    let mut watch = ctl(&a)
+        .env("ELECTION_ENDPOINTS", format!("{},{}", a.addr, b.addr))
+        .args(["watch", "w"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("electionctl watch");
+    let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> String {
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("open")
+    }
+    let first = next(&mut lines).await;
+    assert!(
+        first.starts_with(r#"{"id":0,"leader":"","candidates":[]"#),
+        "{first}"
+    );
+    writer.enter("w", "c1").await.expect("enter");
+    let entered = next(&mut lines).await;
+    assert!(
+        entered.starts_with(r#"{"id":1,"leader":"c1","candidates":["c1"]"#),
+        "{entered}"
+    );
+    a.shutdown().await.expect("a stops");
+    writer.enter("w", "c2").await.expect("enter");
+    let mut line = next(&mut lines).await;
+    while !line.contains(r#""candidates":["c1","c2"]"#) {
+        line = next(&mut lines).await;
+    }
+    assert!(line.starts_with(r#"{"id":1,"leader":"c1""#), "{line}");
+}

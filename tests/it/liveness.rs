@@ -249,6 +249,7 @@ async fn a_connection_that_stops_answering_pings_is_closed_and_its_streams_freed
     let frozen_at = Instant::now();
     wait_for(|| async { open().await == 1.0 }).await;
     let closed_after = frozen_at.elapsed();
+    eprintln!("frozen peers' streams freed {closed_after:?} after they froze ({INTERVAL} ms pings, {TIMEOUT} ms timeout)");
     // a ping goes out within one interval of the last frame read, and the connection is
     // closed one timeout later; a second of slack for a loaded machine
     assert!(
