@@ -35,7 +35,7 @@ impl LocalRedis {
     /// Starts `program` on a free loopback port and waits until it answers `PING`.
     pub async fn start(program: &str) -> Result<Self, LocalRedisError> {
         let port = free_port()?;
-        let child = Command::new(program)
+        let child = launcher(program)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -81,6 +81,33 @@ impl LocalRedis {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The command that starts `program`. Where util-linux's `setpriv` is installed (every
+/// Debian and Ubuntu), it is started through it with a parent-death signal, so that the kernel
+/// stops the private Redis when electiond dies, however it dies (SIGKILL, OOM kill), not only
+/// on a clean exit.
+fn launcher(program: &str) -> Command {
+    let program_found = which(program).is_some();
+    match which("setpriv") {
+        Some(setpriv) if program_found => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--", program]);
+            c
+        }
+        // without setpriv, or when the program is missing (so that spawning it reports that)
+        _ => Command::new(program),
+    }
+}
+
+/// `program`'s path: itself when it names a path, else the first match on `PATH`.
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        return Some(program.into()).filter(|p: &std::path::PathBuf| p.is_file());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -134,6 +134,49 @@ async fn with_no_redis_configured_a_private_one_is_started_and_stopped() {
 }
 
 #[tokio::test]
+async fn a_killed_electiond_takes_its_private_redis_with_it() {
+    use tokio::io::AsyncBufReadExt;
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
+        .env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_LOG_FORMAT", "text")
+        .env_remove("ELECTION_REDIS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("electiond starts");
+    // the log says where the private Redis listens
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let redis_port = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("redis://127.0.0.1:").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                return digits.parse::<u16>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .expect("the private Redis is logged in time")
+    .expect("its port");
+    // redis-server sets its process title to "redis-server HOST:PORT"
+    let pattern = format!("^redis-server 127.0.0.1:{redis_port}$");
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(running(), "the private redis-server runs");
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    wait_for(|| async { !running() }).await;
+}
+
+#[tokio::test]
 async fn unchanged_operations_keep_the_timestamp() {
     let redis = RedisServer::start().await;
     let rs = replicas(&redis, &prefix("nochange"), 1).await;
