@@ -1,11 +1,20 @@
 //! The one place where internal errors become what clients see. Clients get a clear message
 //! for their own mistakes and an opaque one for ours; the log gets the cause.
 
+use std::time::Duration;
+
 use tonic::Status;
 
 use crate::election::Rejection;
 use crate::events::NotReady;
 use crate::store::StoreError;
+use crate::telemetry::Throttle;
+
+/// How often each kind of per-call failure is logged during an outage, at most.
+const EVERY: Duration = Duration::from_secs(5);
+static REDIS_DOWN: Throttle = Throttle::new(EVERY);
+static NOT_REPLICATED: Throttle = Throttle::new(EVERY);
+static NOT_SUBSCRIBED: Throttle = Throttle::new(EVERY);
 
 impl From<Rejection> for Status {
     fn from(r: Rejection) -> Self {
@@ -27,11 +36,15 @@ impl From<StoreError> for Status {
         match e {
             StoreError::Rejected(r) => r.into(),
             StoreError::Redis(_) | StoreError::Pool(_) | StoreError::Timeout(_) => {
-                tracing::warn!(error = %e, "redis unavailable");
+                if let Some(held) = REDIS_DOWN.allow() {
+                    tracing::warn!(error = %e, similar_not_logged = held, "redis unavailable");
+                }
                 Status::unavailable("the election store is unavailable; retry with backoff")
             }
             StoreError::NotReplicated { .. } => {
-                tracing::warn!(error = %e, "change not confirmed by redis replicas");
+                if let Some(held) = NOT_REPLICATED.allow() {
+                    tracing::warn!(error = %e, similar_not_logged = held, "change not confirmed by redis replicas");
+                }
                 Status::unavailable(
                     "the change was not confirmed by enough replicas in time and may or may not \
                      persist; re-read the term and retry",
@@ -47,7 +60,9 @@ impl From<StoreError> for Status {
 
 impl From<NotReady> for Status {
     fn from(e: NotReady) -> Self {
-        tracing::warn!(error = %e, "events subscription not confirmed");
+        if let Some(held) = NOT_SUBSCRIBED.allow() {
+            tracing::warn!(error = %e, similar_not_logged = held, "events subscription not confirmed");
+        }
         Status::unavailable("the election store is unavailable; retry with backoff")
     }
 }

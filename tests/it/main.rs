@@ -10,4 +10,5 @@ mod events;
 mod leases;
 mod liveness;
 mod ops;
+mod outage;
 mod sentinel;

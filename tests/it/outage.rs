@@ -1,0 +1,131 @@
+//! A Redis outage under load is quiet and cheap: the replica logs a few lines, not one per
+//! failed call, says NOT_SERVING, and serves again soon after Redis is back.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::harness::*;
+
+const OUTAGE: Duration = Duration::from_secs(6);
+
+async fn health(addr: std::net::SocketAddr) -> Option<i32> {
+    let mut h = HealthClient::new(channel(addr).await);
+    let r = h
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    Some(r.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_under_load_writes_a_few_log_lines_not_one_per_call() {
+    let mut redis = RedisServer::start().await;
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
+        .env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ELECTION_REDIS_URL", redis.url())
+        .env("ELECTION_REDIS_TIMEOUT_MS", "200")
+        .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("electiond starts");
+    let logged: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::default();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let reader = tokio::spawn({
+        let logged = logged.clone();
+        async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                logged
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), line.len() + 1));
+            }
+        }
+    });
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(port).await;
+    let c = Client::connect(addr, "quiet", "w1").await;
+    c.clone().enter().await.expect("Enter");
+    let _stream = c.clone().watch().await.expect("Events");
+
+    // four clients calling as fast as answers come (failures come back within the timeout)
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = c.acting_as("quiet", &format!("w{i}"));
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = c.get_term().await;
+                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.stop().await;
+    let down = Instant::now();
+    let calls_before = calls.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(OUTAGE / 2).await;
+    assert_eq!(
+        health(addr).await,
+        Some(ServingStatus::NotServing as i32),
+        "health says NOT_SERVING while Redis is down"
+    );
+    tokio::time::sleep(OUTAGE / 2).await;
+    let calls_during = calls.load(std::sync::atomic::Ordering::Relaxed) - calls_before;
+    redis.restart().await;
+    let up = Instant::now();
+    let mut probe = c.acting_as("quiet", "");
+    let serving_again = loop {
+        if probe.get_term().await.is_ok() {
+            break up.elapsed();
+        }
+        assert!(
+            up.elapsed() < Duration::from_secs(10),
+            "not serving 10 s after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for l in load {
+        l.abort();
+    }
+    let (lines, bytes) = logged
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _)| *at >= down && *at <= up)
+        .fold((0usize, 0usize), |(n, b), (_, len)| (n + 1, b + len));
+    eprintln!(
+        "Redis down {OUTAGE:?} under load ({calls_during} failed calls): {lines} log lines, \
+         {bytes} bytes; serving again {serving_again:?} after Redis restarted"
+    );
+    assert!(
+        calls_during > 100,
+        "the load ran through the outage ({calls_during} calls)"
+    );
+    // a few lines a second at most, whatever the call rate
+    assert!(
+        lines as u64 <= 3 * OUTAGE.as_secs(),
+        "{lines} log lines in a {OUTAGE:?} outage"
+    );
+    assert!(
+        serving_again < Duration::from_secs(3),
+        "serving again only {serving_again:?} after Redis came back"
+    );
+    child.start_kill().ok();
+    reader.abort();
+}
