@@ -44,34 +44,68 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the election's term as one JSON line.
-    Get { name: String },
+    Get {
+        /// The election's name.
+        name: String,
+    },
     /// Print the term, then one line per change; resumes on another replica when one goes
     /// away.
-    Watch { name: String },
+    Watch {
+        /// The election's name.
+        name: String,
+    },
     /// Become a candidate as ID.
     Enter {
+        /// The election's name.
         name: String,
+        /// The candidate's id (for example the host name).
         #[arg(long)]
         id: String,
     },
     /// Stop being a candidate as ID.
     Withdraw {
+        /// The election's name.
         name: String,
+        /// The candidate's id (for example the host name).
         #[arg(long)]
         id: String,
     },
     /// Make CANDIDATE the leader.
-    Anoint { name: String, candidate: String },
+    Anoint {
+        /// The election's name.
+        name: String,
+        /// The candidate acted on.
+        candidate: String,
+    },
     /// Move CANDIDATE one place up.
-    Promote { name: String, candidate: String },
+    Promote {
+        /// The election's name.
+        name: String,
+        /// The candidate acted on.
+        candidate: String,
+    },
     /// Remove CANDIDATE.
-    Evict { name: String, candidate: String },
+    Evict {
+        /// The election's name.
+        name: String,
+        /// The candidate acted on.
+        candidate: String,
+    },
     /// Wipe the election (its ids start again at 0).
-    Delete { name: String },
+    Delete {
+        /// The election's name.
+        name: String,
+    },
     /// Print the election's full term as JSON, for `restore`.
-    Snapshot { name: String },
+    Snapshot {
+        /// The election's name.
+        name: String,
+    },
     /// Replace the election's candidates with a snapshot read from standard input.
-    Restore { name: String },
+    Restore {
+        /// The election's name.
+        name: String,
+    },
     /// Campaign as ID; once leader, run CMD, and stop it when leadership is lost.
     ///
     /// CMD runs in its own process group with ELECTION_NAME, ELECTION_CANDIDATE_ID and
@@ -82,7 +116,9 @@ enum Command {
     /// with CMD's status. On SIGTERM or SIGINT it stops CMD first, then withdraws, so a
     /// successor starts at once.
     Run {
+        /// The election's name.
         name: String,
+        /// The candidate's id (for example the host name).
         #[arg(long)]
         id: String,
         /// How long CMD has to exit after SIGTERM before SIGKILL.
