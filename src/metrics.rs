@@ -86,36 +86,40 @@ impl Default for Metrics {
             "Events streams open on this replica",
             m.streams_open.clone(),
         );
-        r.register(
-            "electiond_events_received",
-            "Election changes received from Redis and accepted for delivery",
-            m.events_received.clone(),
-        );
-        r.register(
-            "electiond_events_delivered",
-            "CHANGED messages sent to Events streams",
-            m.events_delivered.clone(),
-        );
-        r.register(
-            "electiond_events_skipped",
-            "Times a slow stream skipped to the latest state",
-            m.events_skipped.clone(),
-        );
-        r.register(
-            "electiond_redis_errors",
-            "Redis commands that failed or timed out",
-            m.redis_errors.clone(),
-        );
-        r.register(
-            "electiond_redis_pubsub_reconnects",
-            "Reconnections of the Redis pub/sub connection",
-            m.pubsub_reconnects.clone(),
-        );
-        r.register(
-            "electiond_lease_expiries",
-            "Candidates removed because their lease ran out",
-            m.lease_expiries.clone(),
-        );
+        for (name, help, counter) in [
+            (
+                "electiond_events_received",
+                "Election changes received from Redis and accepted for delivery",
+                &m.events_received,
+            ),
+            (
+                "electiond_events_delivered",
+                "CHANGED messages sent to Events streams",
+                &m.events_delivered,
+            ),
+            (
+                "electiond_events_skipped",
+                "Times a slow stream skipped to the latest state",
+                &m.events_skipped,
+            ),
+            (
+                "electiond_redis_errors",
+                "Redis commands that failed or timed out",
+                &m.redis_errors,
+            ),
+            (
+                "electiond_redis_pubsub_reconnects",
+                "Reconnections of the Redis pub/sub connection",
+                &m.pubsub_reconnects,
+            ),
+            (
+                "electiond_lease_expiries",
+                "Candidates removed because their lease ran out",
+                &m.lease_expiries,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
         Metrics { registry: r, ..m }
     }
 }

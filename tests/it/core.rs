@@ -7,6 +7,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
 
+use crate::binary::electiond_binary;
 use crate::harness::*;
 
 async fn replicas(redis: &RedisServer, prefix: &str, n: usize) -> Vec<Replica> {
@@ -137,14 +138,10 @@ async fn with_no_redis_configured_a_private_one_is_started_and_stopped() {
 async fn a_killed_electiond_takes_its_private_redis_with_it() {
     use tokio::io::AsyncBufReadExt;
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
-        .env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("ELECTION_METRICS_ADDR", "")
+    let mut child = electiond_binary(port)
         .env("ELECTION_LOG_FORMAT", "text")
         .env_remove("ELECTION_REDIS_URL")
-        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("electiond starts");
     // the log says where the private Redis listens

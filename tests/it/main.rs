@@ -1,5 +1,6 @@
 //! Integration tests: real redis-server processes, real replicas, real gRPC.
 
+mod binary;
 mod harness;
 
 mod bench;

@@ -7,21 +7,18 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Code;
 
+use crate::binary::electiond_binary;
 use crate::harness::*;
 
 #[tokio::test]
 async fn sigterm_ends_streams_with_unavailable_and_the_process_exits_in_time() {
     let redis = RedisServer::start().await;
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
-        .env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let mut child = electiond_binary(port)
         .env("ELECTION_REDIS_URL", redis.url())
-        .env("ELECTION_METRICS_ADDR", "")
         .env("ELECTION_DRAIN_TIMEOUT_MS", "3000")
         .env("ELECTION_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("electiond starts");
     let addr = format!("127.0.0.1:{port}").parse().unwrap();

@@ -10,6 +10,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use crate::binary::electiond_binary;
 use crate::harness::*;
 
 const OUTAGE: Duration = Duration::from_secs(6);
@@ -29,15 +30,11 @@ async fn health(addr: std::net::SocketAddr) -> Option<i32> {
 async fn a_redis_outage_under_load_writes_a_few_log_lines_not_one_per_call() {
     let mut redis = RedisServer::start().await;
     let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
-        .env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let mut child = electiond_binary(port)
         .env("ELECTION_REDIS_URL", redis.url())
         .env("ELECTION_REDIS_TIMEOUT_MS", "200")
-        .env("ELECTION_METRICS_ADDR", "")
         .env("ELECTION_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("electiond starts");
     let logged: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::default();
