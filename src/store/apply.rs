@@ -24,7 +24,7 @@ impl Store {
             Op::Restore(_) => &s.restore,
             Op::Create => &s.create,
             Op::Delete => &s.delete,
-            Op::GetTerm | Op::Refresh(_) => &s.refresh,
+            Op::GetTerm | Op::Expire => &s.refresh,
         };
         let mut inv = script.prepare_invoke();
         inv.key(&keys.term)
@@ -42,11 +42,6 @@ impl Store {
             Op::Restore(snap) => {
                 inv.arg(snap.id);
                 for c in &snap.candidates {
-                    inv.arg(c.as_str());
-                }
-            }
-            Op::Refresh(clients) => {
-                for c in clients {
                     inv.arg(c.as_str());
                 }
             }

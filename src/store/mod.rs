@@ -55,9 +55,8 @@ pub enum Op<'a> {
     Create,
     /// Wipe the election.
     Delete,
-    /// Extend these clients' leases (those that are candidates); drops expired candidates
-    /// first. What the sweeper runs, with no clients.
-    Refresh(&'a [MemberId]),
+    /// Drop the candidates whose lease ran out (and re-index): what the sweeper runs.
+    Expire,
 }
 
 impl Op<'_> {

@@ -56,7 +56,7 @@ pub async fn sweep(store: Store, mut stop: watch::Receiver<bool>) {
             .for_each_concurrent(CONCURRENCY, |name| {
                 let store = store.clone();
                 async move {
-                    if let Err(e) = store.apply(&name, None, Op::Refresh(&[])).await {
+                    if let Err(e) = store.apply(&name, None, Op::Expire).await {
                         tracing::warn!(election = %name, error = %e, "lease sweep failed");
                     }
                 }
