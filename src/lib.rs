@@ -65,6 +65,8 @@ pub struct AppState {
     pub stop: watch::Receiver<bool>,
     /// Permits for open Events streams (`max_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The lease TTL as response metadata, encoded once (see `grpc::LEASE_TTL_HEADER`).
+    pub lease_ttl: tonic::metadata::AsciiMetadataValue,
 }
 
 /// Why a replica could not start or stopped with an error.
@@ -217,6 +219,7 @@ async fn start(
         hub,
         stop: stop.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
+        lease_ttl: settings.lease_ttl_ms.into(),
         limits: Limits {
             max_name_bytes: settings.max_name_bytes,
             max_id_bytes: settings.max_id_bytes,
@@ -300,6 +303,7 @@ async fn serve(
             }
         }
     };
+    // health turns NOT_SERVING before `run` returns, even when the server ended by itself
     let _ = stop_tx.send(true);
     let _ = health_task.await;
     served?;

@@ -57,7 +57,7 @@ impl Default for Metrics {
         let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(BUCKETS.iter().copied())
         });
-        let m = Metrics {
+        let mut m = Metrics {
             calls,
             latency,
             streams_open: Gauge::default(),
@@ -70,7 +70,7 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // counters are exposed with `_total` appended
-        let mut r = Registry::default();
+        let r = &mut m.registry;
         r.register(
             "electiond_grpc_calls",
             "gRPC calls by method and status code",
@@ -120,7 +120,7 @@ impl Default for Metrics {
         ] {
             r.register(name, help, counter.clone());
         }
-        Metrics { registry: r, ..m }
+        m
     }
 }
 

@@ -116,7 +116,7 @@ where
         // clients count their lease deadline from it, so a user never configures it twice
         response
             .metadata_mut()
-            .insert(LEASE_TTL_HEADER, state.store.lease_ttl_ms().into());
+            .insert(LEASE_TTL_HEADER, state.lease_ttl.clone());
         response
     })
 }
