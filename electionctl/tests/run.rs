@@ -323,10 +323,29 @@ async fn bad_usage_gets_one_line_and_a_status() {
     );
 }
 
+/// A replica whose metrics are served on the returned port: the watch tests check that the
+/// stream really was on the replica they then shut down.
+async fn replica_with_metrics(redis: &RedisServer, p: &str) -> (Replica, u16) {
+    let port = harness::free_port();
+    let mut s = with_ttl(redis, p);
+    s.metrics_addr = Some(format!("127.0.0.1:{port}"));
+    let replica = Replica::start(s).await;
+    harness::wait_for_port(port).await;
+    (replica, port)
+}
+
+/// The Events streams open on the replica whose metrics are on `port`.
+async fn streams_open(port: u16) -> f64 {
+    harness::value(
+        &harness::scrape(port).await,
+        "electiond_events_streams_open",
+    )
+}
+
 #[tokio::test]
 async fn the_watch_resumes_across_a_replica_shutdown_without_skipping_the_latest() {
     let redis = RedisServer::start().await;
-    let a = Replica::start(with_ttl(&redis, "ctl-watch")).await;
+    let (a, a_metrics) = replica_with_metrics(&redis, "ctl-watch").await;
     let b = Replica::start(with_ttl(&redis, "ctl-watch")).await;
     // the first call (the stream) goes to the first endpoint
     let client = Client::builder([format!("http://{}", a.addr), format!("http://{}", b.addr)])
@@ -340,6 +359,11 @@ async fn the_watch_resumes_across_a_replica_shutdown_without_skipping_the_latest
     writer.enter("w", "c1").await.expect("enter");
     let t = watch.next().await.expect("change").term;
     assert_eq!((t.id, t.leader.as_deref()), (1, Some("c1")));
+    assert_eq!(
+        streams_open(a_metrics).await,
+        1.0,
+        "the watch's stream is on a"
+    );
 
     a.shutdown().await.expect("a stops");
     writer.enter("w", "c2").await.expect("enter");
@@ -390,7 +414,7 @@ async fn the_token_is_sent_when_given_and_missing_it_is_a_clear_error() {
 async fn watch_prints_the_term_then_each_change_and_resumes_on_another_replica() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let redis = RedisServer::start().await;
-    let a = Replica::start(with_ttl(&redis, "ctl-watch-cli")).await;
+    let (a, a_metrics) = replica_with_metrics(&redis, "ctl-watch-cli").await;
     let b = Replica::start(with_ttl(&redis, "ctl-watch-cli")).await;
     let writer = Client::builder([format!("http://{}", b.addr)])
         .build()
@@ -421,6 +445,11 @@ async fn watch_prints_the_term_then_each_change_and_resumes_on_another_replica()
     assert!(
         entered.starts_with(r#"{"id":1,"leader":"c1","candidates":["c1"]"#),
         "{entered}"
+    );
+    assert_eq!(
+        streams_open(a_metrics).await,
+        1.0,
+        "the watch's stream is on a"
     );
     a.shutdown().await.expect("a stops");
     writer.enter("w", "c2").await.expect("enter");

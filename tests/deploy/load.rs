@@ -60,12 +60,7 @@ pub async fn client(addr: SocketAddr, election: &str, id: &str, timeout: Duratio
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect_lazy();
-    Client {
-        election: election.to_owned(),
-        client_id: id.to_owned(),
-        svc: electiond::proto::atomix::primitive::election::leader_election_service_client::LeaderElectionServiceClient::new(channel.clone()),
-        prim: electiond::proto::atomix::primitive::primitive_service_client::PrimitiveServiceClient::new(channel),
-    }
+    Client::on(channel, election, id)
 }
 
 /// Writers running until stopped.

@@ -634,7 +634,11 @@ pub async fn channel(addr: SocketAddr) -> Channel {
 
 impl Client {
     pub async fn connect(addr: SocketAddr, election: &str, client_id: &str) -> Self {
-        let channel = channel(addr).await;
+        Self::on(channel(addr).await, election, client_id)
+    }
+
+    /// A client on an existing channel.
+    pub fn on(channel: Channel, election: &str, client_id: &str) -> Self {
         Self {
             election: election.to_owned(),
             client_id: client_id.to_owned(),
