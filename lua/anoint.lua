@@ -2,17 +2,16 @@
 -- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the candidate.
 -- Returns { "ok" | "not_candidate", term, expired }.
 local candidate = ARGV[6]
-local s = load()
-local old = leader(s)
-local changed = expire(s)
-refresh(caller, true)
-local i = index_of(s.c, candidate)
-if not i then
-  return finish(s, old, changed, 'not_candidate')
+begin()
+refresh(caller, false)
+if not is_candidate(candidate) then
+  return finish('not_candidate')
 end
-if i > 1 then
-  table.remove(s.c, i)
-  table.insert(s.c, 1, candidate)
+split()
+local at = assert(position(candidate), 'a member without a line')
+if at > 1 then
+  remove_line(at, candidate)
+  list = candidate .. '\n' .. list
   changed = true
 end
-return finish(s, old, changed, 'ok')
+return finish('ok')

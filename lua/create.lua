@@ -1,9 +1,8 @@
 -- create.lua: makes the election exist (PrimitiveService.Create); idempotent, no event.
 -- KEYS, ARGV[1..5]: see prelude.lua.
 -- Returns { "ok", term, 0 }.
-local s, exists = load()
-if not exists then
-  s.rev = next_rev(s)
-  redis.call('SET', term_key, encode(s))
+if not load() then
+  raw = string.format('0 %d 0 0\n', now_us)
+  redis.call('SET', term_key, raw)
 end
-return { 'ok', encode(s), 0 }
+return { 'ok', raw, 0 }

@@ -2,13 +2,12 @@
 -- Watchers are told: they receive the empty state, with a revision above the deleted one.
 -- KEYS, ARGV[1..5]: see prelude.lua.
 -- Returns { "ok" | "not_found", term, 0 }.
-local s, exists = load()
-if not exists then
-  return { 'not_found', encode(s), 0 }
+if not load() then
+  return { 'not_found', '0 0 0 0\n', 0 }
 end
+local rev = tonumber(string.match(raw, '^%d+ (%d+)'))
 redis.call('DEL', term_key, lease_key)
 redis.call('ZREM', index_key, election)
-local empty = { id = 0, rev = next_rev(s), ts = 0, tsn = 0, c = {} }
-local raw = encode(empty)
-redis.call(PUBLISH_COMMAND, channel, raw)
-return { 'ok', raw, 0 }
+local empty = string.format('0 %d 0 0\n', math.max(rev + 1, now_us))
+redis.call(PUBLISH_COMMAND, channel, empty)
+return { 'ok', empty, 0 }

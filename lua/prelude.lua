@@ -1,10 +1,15 @@
--- prelude.lua: shared by every operation script; the store prepends it to each one, so every
--- operation is still one atomic script execution.
+-- prelude.lua: the shared part of the election library. The store loads one Redis Functions
+-- library (FUNCTION LOAD, Redis 7+): this prelude, then each operation file (enter.lua, ...)
+-- as the body of one registered function that starts with `start(KEYS, ARGV)`. So every
+-- operation is one atomic function call (FCALL), and the helpers below are built once, when
+-- the library loads, not on every call.
 --
--- Every operation script takes the same KEYS and leading ARGV:
---   KEYS[1]  the election's term: one JSON string
---            {"id":N,"rev":N,"ts":S,"tsn":NS,"c":["leader","second",...]}
---   KEYS[2]  the election's leases: sorted set, candidate -> lease expiry (Redis clock, ms)
+-- Every operation takes the same KEYS and leading ARGV:
+--   KEYS[1]  the election's term: one string, a header line and then one line per candidate,
+--            leader first:  "<id> <rev> <ts> <tsn>\n<leader>\n<second>\n..."
+--   KEYS[2]  the election's members: sorted set, candidate -> lease expiry (Redis clock, ms),
+--            or 0 for a candidate that entered while expiry was off; it holds exactly the
+--            candidates, so membership and the count are read here, not from KEYS[1]
 --   KEYS[3]  the lease index of the election's bucket: sorted set, election name -> its
 --            earliest lease expiry (what the sweepers poll); same hash slot as KEYS[1..2]
 --   ARGV[1]  the pub/sub channel that carries the election's changes
@@ -12,151 +17,303 @@
 --   ARGV[3]  most candidates the election may hold
 --   ARGV[4]  the caller's client id, "" when the request carries none
 --   ARGV[5]  the election's name (its member in KEYS[3])
---   ARGV[6..] operation-specific (see each script)
--- Every operation script returns { status, term, expired } where term is the JSON above (after
--- the operation), status is "ok" or a rejection ("not_candidate", "too_many", "not_found"), and
--- expired counts the candidates this execution removed because their lease ran out.
+--   ARGV[6..] operation-specific (see each file)
+-- Candidate ids arrive escaped by the service ("\" as "\\", a line feed as "\n"), so a line
+-- feed in the term only ever ends a candidate, and the functions never decode or re-encode the
+-- candidate list: they cut and join it as a string. An operation's Lua work grows with what it
+-- changes, not with the election's size (a mass expiry rebuilds the list once).
+--
+-- Every operation returns { status, term, expired } where term is the string above (after the
+-- operation), status is "ok" or a rejection ("not_candidate", "too_many", "not_found"), and
+-- expired counts the candidates this call removed because their lease ran out.
 --
 -- The store puts one line in front of the prelude: `local PUBLISH_COMMAND = '...'`, which is
--- PUBLISH on one Redis (or Sentinel), and SPUBLISH (sharded pub/sub, Redis 7+) on a Redis
--- Cluster, so that events travel only within the election's shard there.
+-- PUBLISH on one Redis (or Sentinel), and SPUBLISH (sharded pub/sub) on a Redis Cluster, so
+-- that events travel only within the election's shard there.
 --
 -- Time is the Redis server's (TIME), never a replica's. "rev" orders the election's states for
 -- event delivery: it goes up with every change, by at least one, and is at least the current
 -- time in microseconds, so it keeps going up across Delete (which removes the keys).
+--
+-- The state of one call lives in the locals below, and `start` sets every one of them: calls
+-- run one at a time, and nothing carries over from one call to the next.
 
-local term_key, lease_key, index_key = KEYS[1], KEYS[2], KEYS[3]
-local channel = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local max_candidates = tonumber(ARGV[3])
-local caller = ARGV[4]
-local election = ARGV[5]
+local term_key, lease_key, index_key, channel, election, caller
+local ttl, max_candidates
+local clock, now_us, now_ms, lease_until, lease_arg
+-- The election as loaded: `raw` is the stored string (nil: never used), `head` its header
+-- line without the line feed, `list` the candidate lines. Split lazily: reads need neither.
+local raw, head, list
+local changed, expired
+-- The lease index is kept exact without reading the whole member set: the two earliest leases
+-- as they were before this call, and what the changes so far did to the earliest. One change
+-- is worked out from those two; a second one reads the earliest again at the end.
+local m1, s1, m2, s2
+local noted, earliest, reindex_all
 
-local clock = redis.call('TIME')
-local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local now_ms = math.floor(now_us / 1000)
-
-local function num(n)
-  return string.format('%.0f', n)
+local function start(keys, argv)
+  term_key, lease_key, index_key = keys[1], keys[2], keys[3]
+  channel, election, caller = argv[1], argv[5], argv[4]
+  ttl, max_candidates = tonumber(argv[2]), tonumber(argv[3])
+  clock = redis.call('TIME')
+  now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  now_ms = math.floor(now_us / 1000)
+  lease_until = now_ms + ttl
+  -- as a command argument, formatted once (a Lua number would go through '%.14g' each time)
+  lease_arg = string.format('%d', lease_until)
+  raw, head, list = nil, nil, nil
+  changed, expired = false, 0
+  m1, s1, m2, s2 = nil, nil, nil, nil
+  noted, earliest, reindex_all = false, nil, false
 end
 
-local function encode(s)
-  -- cjson encodes an empty table as an object, so the empty list is written out by hand
-  local c = '[]'
-  if #s.c > 0 then
-    c = cjson.encode(s.c)
+
+local function split()
+  if list then
+    return
   end
-  return '{"id":' .. num(s.id) .. ',"rev":' .. num(s.rev) .. ',"ts":' .. num(s.ts) ..
-    ',"tsn":' .. num(s.tsn) .. ',"c":' .. c .. '}'
-end
-
--- The election's state, and whether it exists; a never-used election reads as id 0.
-local function load()
-  local raw = redis.call('GET', term_key)
   if not raw then
-    return { id = 0, rev = 0, ts = 0, tsn = 0, c = {} }, false
+    head, list = '0 0 0 0', ''
+    return
   end
-  return cjson.decode(raw), true
+  local nl = string.find(raw, '\n', 1, true)
+  head, list = string.sub(raw, 1, nl - 1), string.sub(raw, nl + 1)
 end
 
-local function leader(s)
-  return s.c[1] or ''
+-- The line of `s` that starts at `from`, or '' when there is none.
+local function line_at(s, from)
+  local nl = string.find(s, '\n', from, true)
+  if not nl then
+    return ''
+  end
+  return string.sub(s, from, nl - 1)
 end
 
-local function index_of(list, value)
-  for i, v in ipairs(list) do
-    if v == value then
-      return i
-    end
+-- The leader as stored before this execution.
+local function stored_leader()
+  if not raw then
+    return ''
+  end
+  return line_at(raw, string.find(raw, '\n', 1, true) + 1)
+end
+
+-- Where candidate `c`'s line starts in the list, or nil.
+local function position(c)
+  local n = #c
+  if string.sub(list, 1, n + 1) == c .. '\n' then
+    return 1
+  end
+  local at = string.find(list, '\n' .. c .. '\n', 1, true)
+  if at then
+    return at + 1
   end
   return nil
 end
 
-local function next_rev(s)
-  return math.max(s.rev + 1, now_us)
+local function remove_line(at, c)
+  list = string.sub(list, 1, at - 1) .. string.sub(list, at + #c + 1)
 end
 
-local expired = 0
-
--- Drops candidates whose lease ran out; true when any was dropped.
-local function expire(s)
-  if ttl <= 0 then
-    return false
-  end
-  local dropped = false
-  local dead = redis.call('ZRANGEBYSCORE', lease_key, '-inf', now_ms)
-  if #dead > 0 then
-    redis.call('ZREMRANGEBYSCORE', lease_key, '-inf', now_ms)
-    local gone = {}
-    for _, d in ipairs(dead) do
-      gone[d] = true
-    end
-    local kept = {}
-    for _, c in ipairs(s.c) do
-      if gone[c] then
-        dropped = true
-        expired = expired + 1
-      else
-        kept[#kept + 1] = c
+-- Converts a term stored by an earlier version (one JSON object, raw candidate ids) in place.
+local function upgrade()
+  local s = cjson.decode(raw)
+  local lines = {}
+  for i, c in ipairs(s.c) do
+    local e = string.gsub(string.gsub(c, '\\', '\\\\'), '\n', '\\n')
+    if e ~= c then
+      local score = redis.call('ZSCORE', lease_key, c)
+      if score then
+        redis.call('ZREM', lease_key, c)
+        redis.call('ZADD', lease_key, score, e)
       end
     end
-    s.c = kept
+    -- candidates that entered while expiry was off had no member entry
+    redis.call('ZADD', lease_key, 'NX', '0', e)
+    lines[i] = e .. '\n'
   end
-  -- candidates that entered while expiry was off get a lease now, so they cannot stay forever
-  if redis.call('ZCARD', lease_key) < #s.c then
-    for _, c in ipairs(s.c) do
-      redis.call('ZADD', lease_key, 'NX', now_ms + ttl, c)
-    end
-  end
-  return dropped
+  raw = string.format('%.0f %.0f %.0f %.0f\n', s.id, s.rev, s.ts, s.tsn) .. table.concat(lines)
+  redis.call('SET', term_key, raw)
 end
 
--- Grants or extends `who`'s lease; `only_existing` leaves non-candidates alone.
-local function refresh(who, only_existing)
-  if ttl <= 0 or who == '' then
+-- Reads the stored term; returns whether the election exists.
+local function load()
+  raw = redis.call('GET', term_key)
+  if not raw then
+    raw = nil
+    return false
+  end
+  if string.byte(raw, 1) == 123 then
+    upgrade()
+  end
+  return true
+end
+
+local function look()
+  local r = redis.call('ZRANGE', lease_key, '0', '1', 'WITHSCORES')
+  m1, s1, m2, s2 = r[1], tonumber(r[2]), r[3], tonumber(r[4])
+  earliest = s1
+end
+
+-- Notes that member `c` now has lease `score` (it may be new).
+local function noted_set(c, score)
+  if noted then
+    reindex_all = true
+  end
+  noted = true
+  if reindex_all then
     return
   end
-  if only_existing then
-    redis.call('ZADD', lease_key, 'XX', now_ms + ttl, who)
-  else
-    redis.call('ZADD', lease_key, now_ms + ttl, who)
+  if c == m1 then
+    earliest = score
+    if s2 and s2 < score then
+      earliest = s2
+    end
+  elseif earliest == nil or score < earliest then
+    earliest = score
   end
 end
 
--- Keeps the bucket's lease index exact: the election's earliest lease expiry, or no entry.
--- Called by every script after it touched leases, in the same atomic execution.
+-- Notes that member `c` is gone.
+local function noted_removed(c)
+  if noted then
+    reindex_all = true
+  end
+  noted = true
+  if not reindex_all and c == m1 then
+    earliest = s2
+  end
+end
+
+-- Gives leases to candidates that entered while expiry was off, and drops candidates whose
+-- lease ran out; only when the earliest lease says either is there.
+local function expire()
+  if ttl <= 0 or s1 == nil or s1 > now_ms then
+    return
+  end
+  reindex_all = true
+  local unleased = redis.call('ZRANGEBYSCORE', lease_key, '0', '0')
+  for _, c in ipairs(unleased) do
+    redis.call('ZADD', lease_key, lease_arg, c)
+  end
+  local dead = redis.call('ZRANGEBYSCORE', lease_key, '(0', now_ms)
+  if #dead == 0 then
+    return
+  end
+  redis.call('ZREMRANGEBYSCORE', lease_key, '(0', now_ms)
+  split()
+  expired = #dead
+  changed = true
+  if #dead <= 8 then
+    for _, c in ipairs(dead) do
+      local at = position(c)
+      if at then
+        remove_line(at, c)
+      end
+    end
+    return
+  end
+  -- many at once: rebuild the list in one pass
+  local gone = {}
+  for _, c in ipairs(dead) do
+    gone[c] = true
+  end
+  local kept = {}
+  for c in string.gmatch(list, '([^\n]*)\n') do
+    if not gone[c] then
+      kept[#kept + 1] = c .. '\n'
+    end
+  end
+  list = table.concat(kept)
+end
+
+-- Loads the election and applies expiry: how every operation but Create and Delete starts.
+local function begin()
+  local exists = load()
+  if ttl > 0 then
+    look()
+    expire()
+  end
+  return exists
+end
+
+local function is_candidate(c)
+  return c ~= '' and redis.call('ZSCORE', lease_key, c) ~= false
+end
+
+-- Grants or extends a candidate's lease; with `join`, makes `c` a member first.
+local function refresh(c, join)
+  if c == '' then
+    return
+  end
+  if ttl <= 0 then
+    if join then
+      redis.call('ZADD', lease_key, 'NX', '0', c)
+    end
+    return
+  end
+  if join then
+    redis.call('ZADD', lease_key, lease_arg, c)
+  elseif redis.call('ZADD', lease_key, 'XX', 'CH', lease_arg, c) == 0 then
+    -- not a candidate (or its lease was already this one): nothing moved
+    if not is_candidate(c) then
+      return
+    end
+  end
+  noted_set(c, lease_until)
+end
+
+-- Removes a candidate's line and its member entry.
+local function drop(c)
+  split()
+  local at = position(c)
+  if at then
+    remove_line(at, c)
+  end
+  redis.call('ZREM', lease_key, c)
+  noted_removed(c)
+  changed = true
+end
+
 local function reindex()
-  local first = redis.call('ZRANGE', lease_key, 0, 0, 'WITHSCORES')
-  if #first == 0 then
+  if ttl <= 0 then
+    return
+  end
+  if reindex_all then
+    local first = redis.call('ZRANGE', lease_key, '0', '0', 'WITHSCORES')
+    earliest = tonumber(first[2])
+  elseif earliest == s1 then
+    return
+  end
+  if earliest == nil then
     redis.call('ZREM', index_key, election)
   else
-    redis.call('ZADD', index_key, first[2], election)
+    redis.call('ZADD', index_key, string.format('%d', earliest), election)
   end
 end
 
--- Stores and announces a changed state. The id goes up when leadership passed to another
--- candidate, unless the caller already set it (Restore).
-local function commit(s, old_leader, keep_id)
-  local new_leader = leader(s)
-  if not keep_id and new_leader ~= '' and new_leader ~= old_leader then
-    s.id = s.id + 1
+local function header(id, rev)
+  return string.format('%d %d %s %s000', id, rev, clock[1], clock[2])
+end
+
+-- Stores and announces the changed state. The id goes up when leadership passed to another
+-- candidate.
+local function commit()
+  local id, rev = string.match(head, '^(%d+) (%d+)')
+  id, rev = tonumber(id), tonumber(rev)
+  local new_leader = line_at(list, 1)
+  if new_leader ~= '' and new_leader ~= stored_leader() then
+    id = id + 1
   end
-  s.rev = next_rev(s)
-  s.ts = tonumber(clock[1])
-  s.tsn = tonumber(clock[2]) * 1000
-  local raw = encode(s)
+  raw = header(id, math.max(rev + 1, now_us)) .. '\n' .. list
   redis.call('SET', term_key, raw)
   redis.call(PUBLISH_COMMAND, channel, raw)
-  return raw
 end
 
 -- Ends every operation: keep the lease index exact, commit when changed, then reply.
-local function finish(s, old_leader, changed, status)
-  if ttl > 0 then
-    reindex()
-  end
+local function finish(status)
+  reindex()
   if changed then
-    return { status, commit(s, old_leader, false), expired }
+    commit()
   end
-  return { status, encode(s), expired }
+  return { status, raw or '0 0 0 0\n', expired }
 end

@@ -3,16 +3,21 @@
 -- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the candidate.
 -- Returns { "ok" | "not_candidate", term, expired }.
 local candidate = ARGV[6]
-local s = load()
-local old = leader(s)
-local changed = expire(s)
-refresh(caller, true)
-local i = index_of(s.c, candidate)
-if not i then
-  return finish(s, old, changed, 'not_candidate')
+begin()
+refresh(caller, false)
+if not is_candidate(candidate) then
+  return finish('not_candidate')
 end
-if i > 1 then
-  s.c[i], s.c[i - 1] = s.c[i - 1], s.c[i]
+split()
+local at = assert(position(candidate), 'a member without a line')
+if at > 1 then
+  -- the line ahead ends at at - 1; find where it starts
+  local from = at - 1
+  while from > 1 and string.byte(list, from - 1) ~= 10 do
+    from = from - 1
+  end
+  local ahead = string.sub(list, from, at - 2)
+  list = string.sub(list, 1, from - 1) .. candidate .. '\n' .. ahead .. '\n' .. string.sub(list, at + #candidate + 1)
   changed = true
 end
-return finish(s, old, changed, 'ok')
+return finish('ok')

@@ -6,39 +6,42 @@
 -- leader first.
 -- Returns { "ok", term, expired }.
 local snap_id = tonumber(ARGV[6])
-local candidates = {}
+local lines = {}
 for i = 7, #ARGV do
-  candidates[#candidates + 1] = ARGV[i]
+  lines[#lines + 1] = ARGV[i] .. '\n'
 end
-local s = load()
-local old = leader(s)
-local changed = expire(s)
-local id = math.max(snap_id, s.id)
-local new_leader = candidates[1] or ''
-if new_leader ~= '' and new_leader ~= old and id == s.id then
-  id = s.id + 1
+local candidates = table.concat(lines)
+begin()
+split()
+local id = tonumber(string.match(head, '^(%d+)'))
+local old = stored_leader()
+local new_id = math.max(snap_id, id)
+local new_leader = ARGV[7] or ''
+if new_leader ~= '' and new_leader ~= old and new_id == id then
+  new_id = id + 1
 end
-local same = id == s.id and #candidates == #s.c
-if same then
-  for i, c in ipairs(candidates) do
-    if s.c[i] ~= c then
-      same = false
-      break
-    end
-  end
+if new_id == id and candidates == list then
+  return finish('ok')
 end
-if same then
-  return finish(s, old, changed, 'ok')
-end
-s.id = id
-s.c = candidates
 redis.call('DEL', lease_key)
+local score = '0'
 if ttl > 0 then
-  for _, c in ipairs(candidates) do
-    redis.call('ZADD', lease_key, now_ms + ttl, c)
+  score = lease_arg
+end
+local batch = {}
+for i = 7, #ARGV do
+  batch[#batch + 1] = score
+  batch[#batch + 1] = ARGV[i]
+  if #batch >= 1000 or i == #ARGV then
+    redis.call('ZADD', lease_key, unpack(batch))
+    batch = {}
   end
 end
-if ttl > 0 then
-  reindex()
-end
-return { 'ok', commit(s, old, true), expired }
+reindex_all = true
+reindex()
+-- the id is set here, not by commit's leader rule
+local rev = tonumber(string.match(head, '^%d+ (%d+)'))
+raw = header(new_id, math.max(rev + 1, now_us)) .. '\n' .. candidates
+redis.call('SET', term_key, raw)
+redis.call(PUBLISH_COMMAND, channel, raw)
+return { 'ok', raw, expired }

@@ -2,13 +2,8 @@
 -- Not a candidate: nothing changes, no error.
 -- KEYS, ARGV[1..5]: see prelude.lua (ARGV[4], the caller, is the candidate).
 -- Returns { "ok", term, expired }.
-local s = load()
-local old = leader(s)
-local changed = expire(s)
-local i = index_of(s.c, caller)
-if i then
-  table.remove(s.c, i)
-  redis.call('ZREM', lease_key, caller)
-  changed = true
+begin()
+if is_candidate(caller) then
+  drop(caller)
 end
-return finish(s, old, changed, 'ok')
+return finish('ok')

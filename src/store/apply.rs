@@ -1,11 +1,13 @@
-//! Running one operation: its script, then, when configured, `WAIT` for replicas.
+//! Running one operation: its function, then, when configured, `WAIT` for replicas.
 
+use super::decode::escape;
+use super::scripts::Function;
 use super::{cluster, decode_term, pool, Backend, Op, Store, StoreError};
 use crate::election::{ElectionName, MemberId, Rejection, Term};
 use crate::metrics::Metrics;
 
 impl Store {
-    /// Runs `op` on `election` as one script; `caller` is the request's client id, if any.
+    /// Runs `op` on `election` as one function call; `caller` is the request's client id, if any.
     /// Returns the term after the operation.
     pub async fn apply(
         &self,
@@ -14,39 +16,37 @@ impl Store {
         op: Op<'_>,
     ) -> Result<Term, StoreError> {
         let keys = self.keys.election(election);
-        let s = &self.scripts;
-        let script = match op {
-            Op::Enter => &s.enter,
-            Op::Withdraw => &s.withdraw,
-            Op::Anoint(_) => &s.anoint,
-            Op::Promote(_) => &s.promote,
-            Op::Evict(_) => &s.evict,
-            Op::Restore(_) => &s.restore,
-            Op::Create => &s.create,
-            Op::Delete => &s.delete,
-            Op::GetTerm | Op::Expire => &s.refresh,
+        let function = match op {
+            Op::Enter => Function::Enter,
+            Op::Withdraw => Function::Withdraw,
+            Op::Anoint(_) => Function::Anoint,
+            Op::Promote(_) => Function::Promote,
+            Op::Evict(_) => Function::Evict,
+            Op::Restore(_) => Function::Restore,
+            Op::Create => Function::Create,
+            Op::Delete => Function::Delete,
+            Op::GetTerm | Op::Expire => Function::Refresh,
         };
-        let mut inv = script.prepare_invoke();
-        inv.key(&keys.term)
-            .key(&keys.leases)
-            .key(&keys.index)
-            .arg(&keys.channel)
+        let scripts = &*self.scripts;
+        let mut call = scripts.call(function, [&keys.term, &keys.leases, &keys.index]);
+        call.arg(&keys.channel)
             .arg(self.lease_ttl_ms)
             .arg(self.max_candidates)
-            .arg(caller.map_or("", MemberId::as_str))
+            .arg(&*escape(caller.map_or("", MemberId::as_str)))
             .arg(election.as_str());
         match op {
             Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
-                inv.arg(c.as_str());
+                call.arg(&*escape(c.as_str()));
             }
             Op::Restore(snap) => {
-                inv.arg(snap.id);
+                call.arg(snap.id);
                 for c in &snap.candidates {
-                    inv.arg(c.as_str());
+                    call.arg(&*escape(c.as_str()));
                 }
             }
             _ => {}
         }
+        let call = &call;
         let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
             .bounded(async {
                 let pool = match &self.backend {
@@ -54,7 +54,7 @@ impl Store {
                     Backend::Cluster(c) => {
                         // the cluster connection follows redirections and reconnects itself
                         let (reply, acked) = cluster::call(c, |mut conn| async move {
-                            let reply = inv.invoke_async(&mut conn).await?;
+                            let reply = scripts.run(call, &mut conn).await?;
                             if self.wait_replicas == 0 {
                                 return Ok((reply, None));
                             }
@@ -88,7 +88,7 @@ impl Store {
                     let mut conn = pool.get().await?;
                     // with WAIT configured, the confirmation is asked on the same connection,
                     // so it covers this script's writes
-                    let r = match inv.invoke_async(&mut *conn).await {
+                    let r = match scripts.run(call, &mut *conn).await {
                         Ok(reply) if self.wait_replicas > 0 => {
                             self.wait(&mut conn).await.map(|acked| (reply, Some(acked)))
                         }

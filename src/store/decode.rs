@@ -1,13 +1,98 @@
-//! Terms as the scripts store and publish them.
+//! Terms as the election library stores and publishes them (see `lua/prelude.lua`):
+//! `"<id> <rev> <ts> <tsn>\n"` then one line per candidate, leader first, each id escaped so
+//! that a line feed only ever ends a line. Terms stored by earlier versions (one JSON object)
+//! still decode; the library converts them on their next operation.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 
 use super::StoreError;
 use crate::election::{Term, Timestamp};
 
-/// The stored form of a term (see `lua/prelude.lua`).
+/// A candidate id as the library stores it: `\` as `\\`, a line feed as `\n`.
+pub fn escape(id: &str) -> Cow<'_, str> {
+    if !id.contains(['\\', '\n']) {
+        return Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 4);
+    for ch in id.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn unescape(line: &str) -> Result<String, StoreError> {
+    if !line.contains('\\') {
+        return Ok(line.to_owned());
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            other => return Err(corrupt(format!("bad escape \\{other:?} in a candidate id"))),
+        }
+    }
+    Ok(out)
+}
+
+fn corrupt(why: String) -> StoreError {
+    StoreError::Corrupt(format!("stored term does not parse: {why}"))
+}
+
+/// Decodes a term as the library stores and publishes it.
+pub fn decode_term(raw: &[u8]) -> Result<Term, StoreError> {
+    if raw.first() == Some(&b'{') {
+        return decode_json(raw);
+    }
+    let text = std::str::from_utf8(raw).map_err(|e| corrupt(e.to_string()))?;
+    let (head, list) = text
+        .split_once('\n')
+        .ok_or_else(|| corrupt("no header line".into()))?;
+    let mut fields = head.split(' ');
+    let mut field = |what: &str| fields.next().ok_or_else(|| corrupt(format!("no {what}")));
+    let id = number(field("id")?)?;
+    let revision = number(field("revision")?)?;
+    let seconds = number(field("seconds")?)?;
+    let nanos = number(field("nanos")?)?;
+    let mut candidates = Vec::new();
+    if !list.is_empty() {
+        let list = list
+            .strip_suffix('\n')
+            .ok_or_else(|| corrupt("unterminated candidate".into()))?;
+        for line in list.split('\n') {
+            candidates.push(unescape(line)?);
+        }
+    }
+    Ok(Term {
+        id,
+        timestamp: (seconds != 0 || nanos != 0).then_some(Timestamp {
+            seconds: seconds as i64,
+            nanos: nanos as i32,
+        }),
+        candidates,
+        revision,
+    })
+}
+
+fn number(s: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| corrupt(format!("{s:?} is not a number")))
+}
+
+/// The form stored before the library: a JSON object with unescaped ids.
 #[derive(Debug, Deserialize)]
-struct StoredTerm {
+struct JsonTerm {
     id: u64,
     rev: u64,
     ts: i64,
@@ -15,17 +100,14 @@ struct StoredTerm {
     c: Vec<String>,
 }
 
-/// Decodes a term as the scripts store and publish it.
-pub fn decode_term(raw: &[u8]) -> Result<Term, StoreError> {
-    let s: StoredTerm = serde_json::from_slice(raw)
-        .map_err(|e| StoreError::Corrupt(format!("stored term does not parse: {e}")))?;
-    let timestamp = (s.ts != 0 || s.tsn != 0).then_some(Timestamp {
-        seconds: s.ts,
-        nanos: s.tsn,
-    });
+fn decode_json(raw: &[u8]) -> Result<Term, StoreError> {
+    let s: JsonTerm = serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
     Ok(Term {
         id: s.id,
-        timestamp,
+        timestamp: (s.ts != 0 || s.tsn != 0).then_some(Timestamp {
+            seconds: s.ts,
+            nanos: s.tsn,
+        }),
         candidates: s.c,
         revision: s.rev,
     })
@@ -37,15 +119,50 @@ mod tests {
 
     #[test]
     fn stored_terms_decode() {
-        let t = decode_term(br#"{"id":3,"rev":17,"ts":1700000000,"tsn":5000,"c":["a","b"]}"#)
-            .expect("decodes");
+        let t = decode_term(b"3 17 1700000000 5000\na\nb\n").expect("decodes");
         assert_eq!(t.id, 3);
         assert_eq!(t.revision, 17);
-        assert_eq!(t.leader(), "a");
+        assert_eq!(t.candidates, ["a", "b"]);
         assert_eq!(t.timestamp.map(|t| t.nanos), Some(5000));
-        let empty = decode_term(br#"{"id":0,"rev":1,"ts":0,"tsn":0,"c":[]}"#).expect("decodes");
+        let empty = decode_term(b"0 1 0 0\n").expect("decodes");
         assert_eq!(empty.leader(), "");
+        assert!(empty.candidates.is_empty());
         assert!(empty.timestamp.is_none());
+        for bad in [
+            &b""[..],
+            b"1 2 3\n",
+            b"1 2 3 4",
+            b"1 2 3 4\na",
+            b"x 2 3 4\n",
+            b"1 2 3 4\n\\q\n",
+        ] {
+            assert!(decode_term(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_with_line_feeds_and_backslashes_survive() {
+        let ids = ["a\nb", "c\\", "\\n", "plain"];
+        let mut raw = String::from("1 2 3 4\n");
+        for id in ids {
+            let e = escape(id);
+            assert!(!e.contains('\n'));
+            raw.push_str(&e);
+            raw.push('\n');
+        }
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            decode_term(raw.as_bytes()).expect("decodes").candidates,
+            ids
+        );
+    }
+
+    #[test]
+    fn terms_stored_by_earlier_versions_decode() {
+        let t = decode_term(br#"{"id":3,"rev":17,"ts":1700000000,"tsn":5000,"c":["a","b"]}"#)
+            .expect("decodes");
+        assert_eq!((t.id, t.revision), (3, 17));
+        assert_eq!(t.candidates, ["a", "b"]);
         assert!(decode_term(b"{}").is_err());
     }
 }

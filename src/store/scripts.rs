@@ -1,12 +1,28 @@
-//! The Lua scripts, one per operation, each with the shared prelude in front. Loaded once;
-//! `invoke_async` sends EVALSHA and falls back to EVAL after `NOSCRIPT` (a restarted Redis, or
-//! a Cluster node that has not run the script yet).
+//! The election library: one Redis Functions library (Redis 7+) with one function per
+//! operation, built from `lua/prelude.lua` and the operation files. It is loaded on first use
+//! (`FUNCTION LOAD`), and again whenever Redis answers that a function is missing (a restarted
+//! Redis without persistence, a new Cluster node). Its name carries a hash of its code, so
+//! replicas of different versions can share one Redis during an upgrade, each calling its own.
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, RedisResult, Script};
 
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
-/// How the scripts announce a change.
+/// The operation files, by function suffix.
+const OPERATIONS: [(&str, &str); 9] = [
+    ("enter", include_str!("../../lua/enter.lua")),
+    ("withdraw", include_str!("../../lua/withdraw.lua")),
+    ("anoint", include_str!("../../lua/anoint.lua")),
+    ("promote", include_str!("../../lua/promote.lua")),
+    ("evict", include_str!("../../lua/evict.lua")),
+    ("restore", include_str!("../../lua/restore.lua")),
+    ("create", include_str!("../../lua/create.lua")),
+    ("delete", include_str!("../../lua/delete.lua")),
+    ("refresh", include_str!("../../lua/refresh.lua")),
+];
+
+/// How the functions announce a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publish {
     /// `PUBLISH`: one Redis, or Sentinel.
@@ -15,44 +31,125 @@ pub enum Publish {
     Sharded,
 }
 
-/// Every operation's script.
+/// An operation's function.
+#[derive(Debug, Clone, Copy)]
+pub enum Function {
+    Enter,
+    Withdraw,
+    Anoint,
+    Promote,
+    Evict,
+    Restore,
+    Create,
+    Delete,
+    Refresh,
+}
+
+/// The library's code and the names of its functions.
 pub struct Scripts {
-    pub(crate) enter: Script,
-    pub(crate) withdraw: Script,
-    pub(crate) anoint: Script,
-    pub(crate) promote: Script,
-    pub(crate) evict: Script,
-    pub(crate) restore: Script,
-    pub(crate) create: Script,
-    pub(crate) delete: Script,
-    pub(crate) refresh: Script,
-    /// Not an operation: the sweepers' lease-index read on a Cluster (no prelude).
+    code: String,
+    /// Function names, in the order of [`OPERATIONS`].
+    names: Vec<String>,
+    /// Not an operation: the sweepers' lease-index read on a Cluster (a plain script).
     pub(crate) due: Script,
 }
 
 impl Scripts {
-    /// Builds every script (hashes them; nothing is sent to Redis yet).
+    /// Builds the library's code (nothing is sent to Redis yet).
     pub fn new(publish: Publish) -> Self {
         let command = match publish {
             Publish::Classic => "PUBLISH",
             Publish::Sharded => "SPUBLISH",
         };
-        let build = |body: &str| {
-            Script::new(&format!(
-                "local PUBLISH_COMMAND = '{command}'\n{PRELUDE}\n{body}"
-            ))
-        };
+        let mut body = format!("local PUBLISH_COMMAND = '{command}'\n{PRELUDE}\n");
+        for (op, file) in OPERATIONS {
+            body.push_str(&format!(
+                "redis.register_function('@NAME@_{op}', function(KEYS, ARGV)\nstart(KEYS, ARGV)\n{file}\nend)\n"
+            ));
+        }
+        let name = format!("electiond_{:016x}", fnv1a(body.as_bytes()));
+        let code = format!("#!lua name={name}\n{}", body.replace("@NAME@", &name));
+        let names = OPERATIONS
+            .iter()
+            .map(|(op, _)| format!("{name}_{op}"))
+            .collect();
         Self {
-            enter: build(include_str!("../../lua/enter.lua")),
-            withdraw: build(include_str!("../../lua/withdraw.lua")),
-            anoint: build(include_str!("../../lua/anoint.lua")),
-            promote: build(include_str!("../../lua/promote.lua")),
-            evict: build(include_str!("../../lua/evict.lua")),
-            restore: build(include_str!("../../lua/restore.lua")),
-            create: build(include_str!("../../lua/create.lua")),
-            delete: build(include_str!("../../lua/delete.lua")),
-            refresh: build(include_str!("../../lua/refresh.lua")),
+            code,
+            names,
             due: Script::new(include_str!("../../lua/due.lua")),
         }
+    }
+
+    /// A call of `f` with the election's keys, ready for its arguments.
+    pub fn call(&self, f: Function, keys: [&str; 3]) -> Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(&self.names[f as usize]).arg(3).arg(&keys[..]);
+        cmd
+    }
+
+    /// Runs `cmd` (from [`Self::call`]); loads the library and runs it again when Redis does
+    /// not have it.
+    pub async fn run<T: FromRedisValue, C: ConnectionLike + Send>(
+        &self,
+        cmd: &Cmd,
+        conn: &mut C,
+    ) -> RedisResult<T> {
+        match cmd.query_async(conn).await {
+            Err(e) if is_missing(&e) => {
+                // REPLACE: the name holds the code's hash, so this replaces nothing but itself
+                // (another replica may load it at the same moment)
+                redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg("REPLACE")
+                    .arg(&self.code)
+                    .query_async::<()>(conn)
+                    .await?;
+                cmd.query_async(conn).await
+            }
+            r => r,
+        }
+    }
+
+    /// The library's name (what `FUNCTION LIST` shows).
+    pub fn library(&self) -> &str {
+        self.names[0]
+            .rsplit_once('_')
+            .map_or("", |(library, _)| library)
+    }
+}
+
+fn is_missing(e: &redis::RedisError) -> bool {
+    e.to_string().contains("Function not found")
+}
+
+/// FNV-1a, 64 bits: stable across builds and Rust versions (unlike the standard hasher).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn functions_are_named_after_the_code() {
+        let classic = Scripts::new(Publish::Classic);
+        let sharded = Scripts::new(Publish::Sharded);
+        assert_ne!(classic.library(), sharded.library());
+        assert!(classic.library().starts_with("electiond_"));
+        assert_eq!(
+            classic.names[Function::Refresh as usize],
+            format!("{}_refresh", classic.library())
+        );
+        assert!(classic
+            .code
+            .starts_with(&format!("#!lua name={}\n", classic.library())));
+        assert_eq!(
+            Scripts::new(Publish::Classic).library(),
+            classic.library(),
+            "stable"
+        );
     }
 }

@@ -102,7 +102,7 @@ async fn replicas_answer_identically_and_elections_are_independent() {
     );
     assert_eq!(from_a.brief(), (1, "w1", vec!["w1", "w2"]));
 
-    // both elections' state is under the prefix, one key each
+    // both elections' state is under the prefix: a term and a member set each
     let mut conn = redis.connection().await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("t-ident:*")
@@ -110,7 +110,13 @@ async fn replicas_answer_identically_and_elections_are_independent() {
         .await
         .unwrap();
     keys.sort();
-    let mut expected = vec![term_key("t-ident", "alpha"), term_key("t-ident", "beta")];
+    let mut expected: Vec<String> = ["alpha", "beta"]
+        .into_iter()
+        .flat_map(|e| {
+            let k = election_keys("t-ident", e);
+            [k.term, k.leases]
+        })
+        .collect();
     expected.sort();
     assert_eq!(keys, expected);
 
@@ -392,16 +398,14 @@ async fn bad_input_is_rejected_clearly_and_changes_nothing() {
         "no rejected call changed the election"
     );
     let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
+    let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(
-        keys,
-        vec![term_key("t-bad", "bad")],
-        "rejected calls created no keys"
-    );
+    keys.sort();
+    let k = election_keys("t-bad", "bad");
+    assert_eq!(keys, [k.leases, k.term], "rejected calls created no keys");
 }
 
 /// A message with the same field numbers as `EnterRequest` but raw bytes where the schema has

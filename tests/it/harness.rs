@@ -507,22 +507,36 @@ pub fn tls_args(certs: &std::path::Path, tls_port: u16) -> Vec<String> {
 }
 
 /// Changes `key`'s stored term behind the service's back, publishing nothing (as if the
-/// event were lost): adds candidate `c2` after `c1` and raises the revision by a second's
-/// worth, staying below 2^53 where the scripts' Lua numbers still count by one.
+/// event were lost): adds candidate `c2` after `c1` (and as a member, with no lease yet) and
+/// raises the revision by a second's worth.
 pub async fn silent_write(conn: &mut redis::aio::MultiplexedConnection, key: &str) {
     let raw: String = redis::cmd("GET")
         .arg(key)
         .query_async(conn)
         .await
         .expect("stored term");
-    let mut term: serde_json::Value = serde_json::from_str(&raw).expect("stored term is JSON");
-    assert_eq!(term["c"], serde_json::json!(["c1"]), "{raw}");
-    term["c"] = serde_json::json!(["c1", "c2"]);
-    term["rev"] = (term["rev"].as_u64().expect("revision") + 1_000_000).into();
-    let changed = term.to_string();
-    let _: () = redis::cmd("SET")
+    let (head, list) = raw.split_once('\n').expect("a header line");
+    assert_eq!(list, "c1\n", "{raw}");
+    let mut fields: Vec<u64> = head
+        .split(' ')
+        .map(|f| f.parse().expect("a number"))
+        .collect();
+    fields[1] += 1_000_000;
+    let fields: Vec<String> = fields.iter().map(u64::to_string).collect();
+    let changed = format!("{}\nc1\nc2\n", fields.join(" "));
+    let members = key.strip_suffix(":term").expect("a term key").to_owned() + ":leases";
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("SET")
         .arg(key)
         .arg(&changed)
+        .ignore()
+        .cmd("ZADD")
+        .arg(&members)
+        .arg("NX")
+        .arg(0)
+        .arg("c2")
+        .ignore()
         .query_async(conn)
         .await
         .expect("silent write");
@@ -892,13 +906,18 @@ pub async fn client_count(redis: &RedisServer) -> usize {
 
 /// The Redis key holding `election`'s term, as the service names it.
 pub fn term_key(prefix: &str, election: &str) -> String {
+    election_keys(prefix, election).term
+}
+
+/// Every Redis name of one election.
+pub fn election_keys(prefix: &str, election: &str) -> electiond::store::ElectionKeys {
     let limits = electiond::election::Limits {
         max_name_bytes: usize::MAX,
         max_id_bytes: usize::MAX,
         max_candidates: usize::MAX,
     };
     let name = electiond::election::ElectionName::parse(election, &limits).expect("valid name");
-    electiond::store::Keys::new(prefix).election(&name).term
+    electiond::store::Keys::new(prefix).election(&name)
 }
 
 /// Polls `check` until it holds, failing after a generous deadline.

@@ -13,3 +13,4 @@ mod liveness;
 mod ops;
 mod outage;
 mod sentinel;
+mod storage;

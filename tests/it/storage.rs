@@ -1,0 +1,188 @@
+//! What Redis holds: elections stored by an earlier version keep working (ids, leases and all),
+//! ids that contain line feeds and backslashes round-trip, the election library comes back
+//! when Redis forgets it, and an election of 10,000 candidates keeps every rule.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn an_election_stored_by_an_earlier_version_keeps_its_id_leader_and_leases() {
+    let redis = RedisServer::start().await;
+    let p = prefix("legacy");
+    let k = election_keys(&p, "job");
+    let mut conn = redis.connection().await;
+    // the JSON form, with raw ids, that earlier versions wrote; "b\\c" holds a backslash
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(&k.term)
+        .arg(r#"{"id":7,"rev":1700000000000000,"ts":1700000000,"tsn":0,"c":["a","b\\c"]}"#)
+        .ignore()
+        .cmd("ZADD")
+        .arg(&k.leases)
+        .arg(32_503_680_000_000u64) // far in the future: the leases must not run out here
+        .arg("a")
+        .arg(32_503_680_000_000u64)
+        .arg("b\\c")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let r = Replica::start(with_ttl(&redis, &p, 60_000)).await;
+    let mut a = r.client("job", "a").await;
+    assert_eq!(
+        a.get_term().await.unwrap().brief(),
+        (7, "a", vec!["a", "b\\c"])
+    );
+    // the id goes on from 7: the fencing token never goes back across the upgrade
+    let mut bc = r.client("job", "b\\c").await;
+    bc.promote("b\\c").await.unwrap();
+    assert_eq!(
+        a.get_term().await.unwrap().brief(),
+        (8, "b\\c", vec!["b\\c", "a"])
+    );
+    bc.withdraw().await.unwrap();
+    assert_eq!(a.get_term().await.unwrap().brief(), (9, "a", vec!["a"]));
+    // converted in place: the term is no longer JSON, and the member set names only "a"
+    let raw: String = redis::cmd("GET")
+        .arg(&k.term)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(raw.starts_with("9 "), "{raw}");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&k.leases)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, ["a"]);
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn ids_with_line_feeds_and_backslashes_are_candidates_like_any_other() {
+    let redis = RedisServer::start().await;
+    let r = Replica::start(settings(&redis, &prefix("escape"))).await;
+    let ids = ["x\ny", "\\n", "a\\", "\n"];
+    let mut w = r.client("odd", "").await.watch().await.unwrap();
+    for id in ids {
+        r.client("odd", id).await.enter().await.unwrap();
+    }
+    let mut c = r.client("odd", "plain").await;
+    assert_eq!(
+        c.get_term().await.unwrap().brief(),
+        (1, "x\ny", ids.to_vec())
+    );
+    c.promote("\\n").await.unwrap();
+    c.anoint("\n").await.unwrap();
+    c.evict("a\\").await.unwrap();
+    assert_eq!(
+        c.get_term().await.unwrap().brief(),
+        (3, "\n", vec!["\n", "\\n", "x\ny"])
+    );
+    // "\\n" (backslash, n) and "\n" (a line feed) stay two different candidates
+    expect_code(c.evict("n").await, Code::InvalidArgument);
+    r.client("odd", "\\n").await.withdraw().await.unwrap();
+    let last = w.until_matching(|t| t.candidates == ["\n", "x\ny"]).await;
+    assert_eq!(
+        last.last().unwrap().leader,
+        "\n",
+        "watchers decode the same ids"
+    );
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redis_that_forgot_the_library_gets_it_again_on_the_next_call() {
+    let redis = RedisServer::start().await;
+    let r = Replica::start(settings(&redis, &prefix("flush"))).await;
+    let mut c = r.client("job", "c1").await;
+    c.enter().await.unwrap();
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let libraries: Vec<redis::Value> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(libraries.is_empty());
+    assert_eq!(c.get_term().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+    let libraries: Vec<redis::Value> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(libraries.len(), 1, "loaded again, once");
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_election_of_ten_thousand_candidates_keeps_every_rule() {
+    const N: usize = 10_000;
+    const TTL: u64 = 5_000;
+    let redis = RedisServer::start().await;
+    let p = prefix("big");
+    let r = Replica::start(with_ttl(&redis, &p, TTL)).await;
+    let ids: Vec<String> = (0..N)
+        .map(|i| format!("candidate-{i:05}-of-the-fleet"))
+        .collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    // a Restore puts them all in at once (every one with a fresh lease)
+    let mut admin = r.client("big", "").await;
+    admin.restore(1, &ids[0], &refs).await.unwrap();
+    let t = admin.get_term().await.unwrap();
+    assert_eq!((t.id, t.candidates.len()), (1, N));
+    assert_eq!(t.candidates, ids);
+
+    // one more is over the limit; changes in the middle and at both ends
+    let mut extra = r.client("big", "one-too-many").await;
+    expect_code(extra.enter().await, Code::ResourceExhausted);
+    let mut last = r.client("big", &ids[N - 1]).await;
+    last.promote(&ids[N - 1]).await.unwrap();
+    admin.evict(&ids[N / 2]).await.unwrap();
+    last.withdraw().await.unwrap();
+    admin.anoint(&ids[N - 2]).await.unwrap();
+    let t = admin.get_term().await.unwrap();
+    let mut want: Vec<&str> = refs.clone();
+    want.remove(N - 1);
+    want.remove(N / 2);
+    want.retain(|c| *c != ids[N - 2]);
+    want.insert(0, &ids[N - 2]);
+    assert_eq!(t.id, 2, "one change of leader");
+    assert_eq!(t.candidates, want);
+
+    // all but two fall silent: both keep calling, everyone else expires in one go
+    let keep = [ids[N - 2].clone(), ids[7].clone()];
+    let alive: Vec<_> = keep
+        .iter()
+        .map(|id| {
+            let mut c = admin.acting_as("big", id);
+            tokio::spawn(async move {
+                loop {
+                    let _ = c.get_term().await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        })
+        .collect();
+    wait_for(|| {
+        let mut a = admin.clone();
+        async move { a.get_term().await.unwrap().candidates.len() == 2 }
+    })
+    .await;
+    for a in alive {
+        a.abort();
+    }
+    let t = admin.get_term().await.unwrap();
+    assert_eq!(t.candidates, [ids[N - 2].as_str(), ids[7].as_str()]);
+    assert_eq!(t.id, 2, "the leader stayed through the mass expiry");
+    r.shutdown().await.unwrap();
+}
