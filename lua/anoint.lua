@@ -1,7 +1,7 @@
 -- anoint.lua: moves a candidate to the front, making it leader.
--- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the candidate.
+-- KEYS, ARGV[1..6]: see prelude.lua. ARGV[7]: the candidate.
 -- Returns { "ok" | "not_candidate", term, expired }.
-local candidate = ARGV[6]
+local candidate = ARGV[7]
 begin()
 refresh(caller, false)
 if not is_candidate(candidate) then

@@ -17,15 +17,16 @@
 --   ARGV[3]  most candidates the election may hold
 --   ARGV[4]  the caller's client id, "" when the request carries none
 --   ARGV[5]  the election's name (its member in KEYS[3])
---   ARGV[6..] operation-specific (see each file)
+--   ARGV[6]  largest candidate list the election may hold, in bytes (the lines after the header)
+--   ARGV[7..] operation-specific (see each file)
 -- Candidate ids arrive escaped by the service ("\" as "\\", a line feed as "\n"), so a line
 -- feed in the term only ever ends a candidate, and the functions never decode or re-encode the
 -- candidate list: they cut and join it as a string. An operation's Lua work grows with what it
 -- changes, not with the election's size (a mass expiry rebuilds the list once).
 --
 -- Every operation returns { status, term, expired } where term is the string above (after the
--- operation), status is "ok" or a rejection ("not_candidate", "too_many", "not_found"), and
--- expired counts the candidates this call removed because their lease ran out.
+-- operation), status is "ok" or a rejection ("not_candidate", "too_many", "too_big",
+-- "not_found"), and expired counts the candidates this call removed because their lease ran out.
 --
 -- The store puts one line in front of the prelude: `local PUBLISH_COMMAND = '...'`, which is
 -- PUBLISH on one Redis (or Sentinel), and SPUBLISH (sharded pub/sub) on a Redis Cluster, so
@@ -39,7 +40,7 @@
 -- run one at a time, and nothing carries over from one call to the next.
 
 local term_key, lease_key, index_key, channel, election, caller
-local ttl, max_candidates
+local ttl, max_candidates, max_bytes
 local clock, now_us, now_ms, lease_until, lease_arg
 -- The election as loaded: `raw` is the stored string (nil: never used), `head` its header
 -- line without the line feed, `list` the candidate lines. Split lazily: reads need neither.
@@ -54,7 +55,7 @@ local noted, earliest, reindex_all
 local function start(keys, argv)
   term_key, lease_key, index_key = keys[1], keys[2], keys[3]
   channel, election, caller = argv[1], argv[5], argv[4]
-  ttl, max_candidates = tonumber(argv[2]), tonumber(argv[3])
+  ttl, max_candidates, max_bytes = tonumber(argv[2]), tonumber(argv[3]), tonumber(argv[6])
   clock = redis.call('TIME')
   now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   now_ms = math.floor(now_us / 1000)

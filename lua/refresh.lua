@@ -3,7 +3,7 @@
 -- Only a candidate's lease is extended; it never makes anyone a candidate. Expired candidates
 -- are dropped first, so no answer shows one and a lease that already ran out is not brought
 -- back.
--- KEYS, ARGV[1..5]: see prelude.lua (ARGV[4], the caller, may be "").
+-- KEYS, ARGV[1..6]: see prelude.lua (ARGV[4], the caller, may be "").
 -- Returns { "ok", term, expired }.
 begin()
 if caller == '' then

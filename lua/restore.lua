@@ -2,12 +2,12 @@
 -- The id becomes at least the snapshot's and at least the current one, and strictly above the
 -- current one when leadership passes to another candidate. Every restored candidate gets a
 -- fresh lease.
--- KEYS, ARGV[1..5]: see prelude.lua. ARGV[6]: the snapshot's id; ARGV[7..]: its candidates,
+-- KEYS, ARGV[1..6]: see prelude.lua. ARGV[7]: the snapshot's id; ARGV[8..]: its candidates,
 -- leader first.
 -- Returns { "ok", term, expired }.
-local snap_id = tonumber(ARGV[6])
+local snap_id = tonumber(ARGV[7])
 local lines = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   lines[#lines + 1] = ARGV[i] .. '\n'
 end
 local candidates = table.concat(lines)
@@ -16,7 +16,7 @@ split()
 local id = tonumber(string.match(head, '^(%d+)'))
 local old = stored_leader()
 local new_id = math.max(snap_id, id)
-local new_leader = ARGV[7] or ''
+local new_leader = ARGV[8] or ''
 if new_leader ~= '' and new_leader ~= old and new_id == id then
   new_id = id + 1
 end
@@ -29,7 +29,7 @@ if ttl > 0 then
   score = lease_arg
 end
 local batch = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   batch[#batch + 1] = score
   batch[#batch + 1] = ARGV[i]
   if #batch >= 1000 or i == #ARGV then

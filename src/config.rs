@@ -64,6 +64,9 @@ pub struct Settings {
     pub max_id_bytes: usize,
     /// Most candidates one election may hold (`ELECTION_MAX_CANDIDATES`).
     pub max_candidates: usize,
+    /// Largest candidate list of one election, in stored bytes: each id plus one
+    /// (`ELECTION_MAX_TERM_BYTES`). Bounds how long one operation holds Redis.
+    pub max_term_bytes: usize,
     /// Candidate lease, in milliseconds; 0 turns expiry off (`ELECTION_LEASE_TTL_MS`).
     pub lease_ttl_ms: u64,
     /// Most open Events streams on this replica (`ELECTION_MAX_STREAMS`).
@@ -171,6 +174,7 @@ redis_wait_replicas = 0
 max_name_bytes = 1024
 max_id_bytes = 1024
 max_candidates = 10000
+max_term_bytes = 524288
 lease_ttl_ms = 10000
 max_streams = 100000
 max_message_bytes = 4194304
@@ -272,7 +276,11 @@ impl Settings {
                 "must be at least 1 while keep-alive pings are on",
             );
         }
-        if self.max_name_bytes == 0 || self.max_id_bytes == 0 || self.max_candidates == 0 {
+        if self.max_name_bytes == 0
+            || self.max_id_bytes == 0
+            || self.max_candidates == 0
+            || self.max_term_bytes == 0
+        {
             return invalid("max_*", "limits must be at least 1");
         }
         for opt in [
@@ -411,6 +419,7 @@ mod tests {
         let s = Settings::defaults().validate().expect("defaults are valid");
         assert_eq!(s.listen_addr.port(), 5678);
         assert_eq!(s.max_candidates, 10_000);
+        assert_eq!(s.max_term_bytes, 512 * 1024);
         assert_eq!(s.lease_ttl_ms, 10_000);
         assert!(s.redis_url.is_none());
     }

@@ -177,6 +177,7 @@ async fn connect(
         timeout: settings.redis_timeout(),
         lease_ttl_ms: settings.lease_ttl_ms,
         max_candidates: settings.max_candidates,
+        max_term_bytes: settings.max_term_bytes,
         metrics,
     })?;
     Ok((store, local))
@@ -224,6 +225,7 @@ async fn start(
             max_name_bytes: settings.max_name_bytes,
             max_id_bytes: settings.max_id_bytes,
             max_candidates: settings.max_candidates,
+            max_term_bytes: settings.max_term_bytes,
         },
     });
     Ok((state, tasks))

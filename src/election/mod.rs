@@ -13,6 +13,14 @@ pub struct Limits {
     pub max_id_bytes: usize,
     /// Most candidates in one election.
     pub max_candidates: usize,
+    /// Largest candidate list, in stored bytes (see [`stored_len`]).
+    pub max_term_bytes: usize,
+}
+
+/// What a candidate id adds to its election's stored list: the id escaped (a backslash and a
+/// line feed take two bytes each) and a line feed.
+pub fn stored_len(id: &str) -> usize {
+    id.len() + id.bytes().filter(|b| matches!(b, b'\\' | b'\n')).count() + 1
 }
 
 /// Why a request was refused before (or instead of) changing anything.
@@ -34,6 +42,12 @@ pub enum Rejection {
     /// The election would hold more candidates than allowed.
     #[error("over the limit of {limit} candidates per election")]
     TooManyCandidates {
+        /// The limit.
+        limit: usize,
+    },
+    /// The election's candidate list would be larger than allowed.
+    #[error("over the limit of {limit} bytes for one election's candidates")]
+    TermTooBig {
         /// The limit.
         limit: usize,
     },
@@ -184,6 +198,12 @@ impl ValidSnapshot {
                 limit: limits.max_candidates,
             });
         }
+        let bytes: usize = candidates.iter().map(|c| stored_len(c)).sum();
+        if bytes > limits.max_term_bytes {
+            return Err(Rejection::TermTooBig {
+                limit: limits.max_term_bytes,
+            });
+        }
         let mut seen = HashSet::with_capacity(candidates.len());
         let mut parsed = Vec::with_capacity(candidates.len());
         for c in candidates {
@@ -218,6 +238,7 @@ mod tests {
         max_name_bytes: 8,
         max_id_bytes: 4,
         max_candidates: 3,
+        max_term_bytes: 12,
     };
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -263,5 +284,18 @@ mod tests {
             ValidSnapshot::parse(1, "a", &strings(&["a", "b", "c", "d"]), &LIMITS),
             Err(Rejection::TooManyCandidates { limit: 3 })
         ));
+    }
+
+    #[test]
+    fn a_snapshot_over_the_byte_limit_is_refused() {
+        // the limit is 12 stored bytes: "abc\n" (4) + "d\\f\n" (5: the backslash doubled) + "gh\n" (3)
+        let ids = ["abc".to_owned(), "d\\f".to_owned(), "gh".to_owned()];
+        assert_eq!(ids.iter().map(|c| stored_len(c)).sum::<usize>(), 12);
+        assert!(ValidSnapshot::parse(1, "abc", &ids, &LIMITS).is_ok());
+        let over = ["abc".to_owned(), "d\\f".to_owned(), "ghi".to_owned()];
+        assert_eq!(
+            ValidSnapshot::parse(1, "abc", &over, &LIMITS),
+            Err(Rejection::TermTooBig { limit: 12 })
+        );
     }
 }

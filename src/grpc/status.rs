@@ -23,9 +23,9 @@ impl From<Rejection> for Status {
             Rejection::Empty(_) | Rejection::NotCandidate(_) | Rejection::Invalid(_) => {
                 Status::invalid_argument(msg)
             }
-            Rejection::TooLong { .. } | Rejection::TooManyCandidates { .. } => {
-                Status::resource_exhausted(msg)
-            }
+            Rejection::TooLong { .. }
+            | Rejection::TooManyCandidates { .. }
+            | Rejection::TermTooBig { .. } => Status::resource_exhausted(msg),
             Rejection::NotFound(_) => Status::not_found(msg),
         }
     }

@@ -33,7 +33,8 @@ impl Store {
             .arg(self.lease_ttl_ms)
             .arg(self.max_candidates)
             .arg(&*escape(caller.map_or("", MemberId::as_str)))
-            .arg(election.as_str());
+            .arg(election.as_str())
+            .arg(self.max_term_bytes);
         match op {
             Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
                 call.arg(&*escape(c.as_str()));
@@ -121,6 +122,10 @@ impl Store {
             }
             "too_many" => Err(Rejection::TooManyCandidates {
                 limit: self.max_candidates,
+            }
+            .into()),
+            "too_big" => Err(Rejection::TermTooBig {
+                limit: self.max_term_bytes,
             }
             .into()),
             "not_found" => Err(Rejection::NotFound(election.as_str().to_owned()).into()),

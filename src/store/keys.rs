@@ -83,6 +83,7 @@ mod tests {
             max_name_bytes: 64,
             max_id_bytes: 64,
             max_candidates: 1,
+            max_term_bytes: 1,
         };
         ElectionName::parse(s, &limits).expect("valid name")
     }

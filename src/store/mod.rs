@@ -122,6 +122,8 @@ pub struct StoreConfig {
     pub lease_ttl_ms: u64,
     /// Most candidates per election.
     pub max_candidates: usize,
+    /// Largest candidate list, in stored bytes.
+    pub max_term_bytes: usize,
     /// Replicas that must confirm each change (`WAIT`); 0: none.
     pub wait_replicas: u32,
     /// Where Redis errors and lease expiries are counted.
@@ -138,6 +140,7 @@ pub struct Store {
     pool_size: usize,
     lease_ttl_ms: u64,
     max_candidates: usize,
+    max_term_bytes: usize,
     wait_replicas: u32,
     metrics: Arc<Metrics>,
 }
@@ -227,6 +230,7 @@ impl Store {
             wait_replicas: config.wait_replicas,
             lease_ttl_ms: config.lease_ttl_ms,
             max_candidates: config.max_candidates,
+            max_term_bytes: config.max_term_bytes,
         }
     }
 

@@ -915,6 +915,7 @@ pub fn election_keys(prefix: &str, election: &str) -> electiond::store::Election
         max_name_bytes: usize::MAX,
         max_id_bytes: usize::MAX,
         max_candidates: usize::MAX,
+        max_term_bytes: usize::MAX,
     };
     let name = electiond::election::ElectionName::parse(election, &limits).expect("valid name");
     electiond::store::Keys::new(prefix).election(&name)

@@ -186,3 +186,36 @@ async fn an_election_of_ten_thousand_candidates_keeps_every_rule() {
     assert_eq!(t.id, 2, "the leader stayed through the mass expiry");
     r.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_candidate_list_over_the_byte_limit_is_refused_and_changes_nothing() {
+    let redis = RedisServer::start().await;
+    let mut s = settings(&redis, &prefix("bytes"));
+    // "aaaa\n" and "b\\\n" (a backslash is stored as two bytes): 5 + 4 = 9 bytes
+    s.max_term_bytes = 10;
+    let r = Replica::start(s).await;
+    let mut a = r.client("job", "aaaa").await;
+    a.enter().await.unwrap();
+    r.client("job", "b\\").await.enter().await.unwrap();
+    let before = a.get_term().await.unwrap();
+    let msg = expect_code(
+        r.client("job", "c").await.enter().await,
+        Code::ResourceExhausted,
+    );
+    assert!(msg.contains("10 bytes"), "{msg}");
+    expect_code(
+        a.restore(5, "aaaa", &["aaaa", "b\\", "c"]).await,
+        Code::ResourceExhausted,
+    );
+    let after = a.get_term().await.unwrap();
+    assert_eq!(after.brief(), before.brief());
+    assert_eq!(after.timestamp, before.timestamp, "not even touched");
+    // room again once one leaves
+    a.withdraw().await.unwrap();
+    r.client("job", "c").await.enter().await.unwrap();
+    assert_eq!(
+        a.get_term().await.unwrap().brief(),
+        (2, "b\\", vec!["b\\", "c"])
+    );
+    r.shutdown().await.unwrap();
+}

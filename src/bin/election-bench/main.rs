@@ -264,7 +264,8 @@ fn direct_store(source: electiond::store::Source, prefix: &str) -> Result<Store,
         pool_size: 16,
         timeout: Duration::from_secs(2),
         lease_ttl_ms: 10_000,
-        max_candidates: 10_000,
+        max_candidates: LIMITS.max_candidates,
+        max_term_bytes: LIMITS.max_term_bytes,
         metrics: Default::default(),
     })
     .map_err(|e| e.to_string())
@@ -299,6 +300,7 @@ const LIMITS: Limits = Limits {
     max_name_bytes: 1024,
     max_id_bytes: 1024,
     max_candidates: 10_000,
+    max_term_bytes: 524_288,
 };
 
 fn header(election: &str, client: &str) -> Option<pb::RequestHeader> {
