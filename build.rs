@@ -26,5 +26,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Decode errors (for example a non-UTF-8 string) become INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::grpc::codec::ProtoCodec")
         .compile_fds(fds)?;
+
+    // election-bench's client for etcd's election API (the comparison); not served
+    let etcd = protox::compile(["proto/etcd/v3election.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(etcd)?;
     Ok(())
 }

@@ -45,6 +45,33 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
         assert_eq!(l["grpc"]["failed"].as_u64(), Some(0), "{l}");
         assert!(l["direct_redis"]["count"].as_u64() > Some(0), "{l}");
         assert!(l["ratio"].as_f64().is_some(), "{l}");
+        // where the CPU went: the generator and the replica always; Redis's own counters
+        // when it is the one Redis the benchmark started
+        for side in ["grpc_cpu", "direct_cpu"] {
+            assert!(l[side]["bench_us"].as_f64() > Some(0.0), "{l}");
+        }
+        assert!(l["grpc_cpu"]["replicas_us"].as_f64() > Some(0.0), "{l}");
+        if !l["scenario"].as_str().unwrap_or("").contains("cluster") {
+            assert!(
+                l["grpc_cpu"]["redis_function_us"].as_f64() > Some(0.0),
+                "{l}"
+            );
+        }
+    }
+    // beside etcd, when there is one to start
+    let has_etcd = Command::new("etcd").arg("--version").output().is_ok();
+    let etcd = &report["etcd"];
+    assert_eq!(!etcd.is_null(), has_etcd, "{etcd}");
+    if has_etcd {
+        for side in [
+            "writes_electiond",
+            "writes_etcd",
+            "reads_electiond",
+            "reads_etcd",
+        ] {
+            assert!(etcd[side]["calls"]["count"].as_u64() > Some(0), "{etcd}");
+            assert_eq!(etcd[side]["calls"]["failed"].as_u64(), Some(0), "{etcd}");
+        }
     }
     let fan = &report["fanout"];
     assert_eq!(fan["delivery"]["count"].as_u64(), Some(40 * 3), "{fan}");

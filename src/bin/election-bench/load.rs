@@ -26,7 +26,7 @@ pub(crate) async fn grpc_enter_withdraw(
     r.map_err(|s| s.to_string())
 }
 
-/// One HTTP/2 connection per client, as independent clients would have.
+/// `n` HTTP/2 connections to `addr`, which the clients share round robin.
 pub(crate) async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {

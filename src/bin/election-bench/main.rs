@@ -5,6 +5,8 @@
 //!
 //! It starts what it needs (a redis-server, `electiond` replicas) unless given addresses.
 
+mod cpu;
+mod etcd;
 mod fanout;
 mod load;
 mod procs;
@@ -41,6 +43,10 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// HTTP/2 connections the clients share (round robin), as callers in one process share a
+    /// channel; set it to --clients for one connection per client.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
     /// Elections the write and read scenarios spread over.
     #[arg(long, default_value_t = 1000)]
     elections: usize,
@@ -53,11 +59,13 @@ struct Args {
     /// Changes made in the fan-out scenario.
     #[arg(long, default_value_t = 50)]
     changes: usize,
-    /// Scenarios to run, comma-separated: writes, reads, contention, fanout, and masters
-    /// (the writes again, on a Redis Cluster of one master and then of three, one replica).
+    /// Scenarios to run, comma-separated: writes, reads, contention, etcd (writes and reads
+    /// through etcd's election API beside the same through electiond, when `etcd` is on PATH),
+    /// fanout, and masters (the writes again, on a Redis Cluster of one master and then of
+    /// three, one replica).
     #[arg(
         long,
-        default_value = "writes,reads,contention,fanout,masters",
+        default_value = "writes,reads,contention,etcd,fanout,masters",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -127,13 +135,20 @@ async fn run(args: Args) -> Result<Report, String> {
 
     let mut report = Report::new(&args, addrs.len());
     let duration = Duration::from_secs_f64(args.duration);
-    let channels = connect(addrs[0], args.clients).await?;
+    let channels = connect(addrs[0], args.connections).await?;
+    let mut meter = cpu::Meter {
+        replicas: pids.clone(),
+        redis: redis_connection(&redis_url).await,
+    };
     let want = |s: &str| args.scenarios.iter().any(|x| x == s);
 
     if want("writes") {
         let e = args.elections;
         let name_of = move |k: usize, i: u64| format!("w-{}", (k * 7919 + (i as usize) / 2) % e);
-        let load = enter_withdraw("writes", &args, &channels, &store, duration, name_of).await;
+        let load = enter_withdraw(
+            "writes", &args, &channels, &store, &mut meter, duration, name_of,
+        )
+        .await;
         report.loads.push(load);
     }
 
@@ -142,34 +157,41 @@ async fn run(args: Args) -> Result<Report, String> {
         // one candidate in each election, so reads return real terms
         populate(&channels, e).await?;
         populate_direct(&store, e).await?;
-        let grpc = drive("reads: GetTerm via gRPC", args.clients, duration, |k| {
-            let c = Grpc::new(channels[k % channels.len()].clone());
-            Box::new(move |i| {
-                let name = format!("r-{}", (k * 7919 + i as usize) % e);
-                let mut c = c.clone();
-                Box::pin(async move {
-                    let req = epb::GetTermRequest {
-                        header: header(&name, ""),
-                        input: Some(epb::GetTermInput {}),
-                    };
-                    c.get_term(req).await.map(|_| ()).map_err(|s| s.to_string())
-                })
-            })
-        })
-        .await;
-        let direct = drive(
-            "reads: same script, straight on Redis",
-            args.clients,
-            duration,
-            |k| {
-                let store = store.clone();
-                Box::new(move |i| {
-                    let name = election(&format!("r-{}", (k * 7919 + i as usize) % e));
-                    direct(&store, name, None, Op::GetTerm)
-                })
-            },
-        )
-        .await;
+        let grpc = meter
+            .measure(drive(
+                "reads: GetTerm via gRPC",
+                args.clients,
+                duration,
+                |k| {
+                    let c = Grpc::new(channels[k % channels.len()].clone());
+                    Box::new(move |i| {
+                        let name = format!("r-{}", (k * 7919 + i as usize) % e);
+                        let mut c = c.clone();
+                        Box::pin(async move {
+                            let req = epb::GetTermRequest {
+                                header: header(&name, ""),
+                                input: Some(epb::GetTermInput {}),
+                            };
+                            c.get_term(req).await.map(|_| ()).map_err(|s| s.to_string())
+                        })
+                    })
+                },
+            ))
+            .await;
+        let direct = meter
+            .measure(drive(
+                "reads: same script, straight on Redis",
+                args.clients,
+                duration,
+                |k| {
+                    let store = store.clone();
+                    Box::new(move |i| {
+                        let name = election(&format!("r-{}", (k * 7919 + i as usize) % e));
+                        direct(&store, name, None, Op::GetTerm)
+                    })
+                },
+            ))
+            .await;
         report
             .loads
             .push(Load::new("reads", args.clients, grpc, Some(direct)));
@@ -177,8 +199,21 @@ async fn run(args: Args) -> Result<Report, String> {
 
     if want("contention") {
         let name_of = |_: usize, _: u64| "hot".to_owned();
-        let load = enter_withdraw("contention", &args, &channels, &store, duration, name_of).await;
+        let load = enter_withdraw(
+            "contention",
+            &args,
+            &channels,
+            &store,
+            &mut meter,
+            duration,
+            name_of,
+        )
+        .await;
         report.loads.push(load);
+    }
+
+    if want("etcd") {
+        report.etcd = etcd::compare(&args, &channels, &mut meter, duration).await?;
     }
 
     if want("fanout") {
@@ -202,29 +237,32 @@ async fn enter_withdraw(
     args: &Args,
     channels: &[Channel],
     store: &Store,
+    meter: &mut cpu::Meter,
     duration: Duration,
     name_of: impl Fn(usize, u64) -> String + Copy + Send + 'static,
 ) -> Load {
     let label = format!("{scenario}: Enter/Withdraw via gRPC");
-    let grpc = drive(&label, args.clients, duration, |k| {
-        let c = Grpc::new(channels[k % channels.len()].clone());
-        let id = format!("c{k}");
-        Box::new(move |i| {
-            let (mut c, id, name) = (c.clone(), id.clone(), name_of(k, i));
-            Box::pin(async move { grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await })
-        })
-    })
-    .await;
-    let label = format!("{scenario}: same scripts, straight on Redis");
-    let direct = drive(&label, args.clients, duration, |k| {
-        let store = store.clone();
-        let id = member(&format!("c{k}"));
-        Box::new(move |i| {
-            let op = if i % 2 == 0 { Op::Enter } else { Op::Withdraw };
-            direct(&store, election(&name_of(k, i)), Some(id.clone()), op)
-        })
-    })
-    .await;
+    let grpc = meter
+        .measure(drive(&label, args.clients, duration, |k| {
+            let c = Grpc::new(channels[k % channels.len()].clone());
+            let id = format!("c{k}");
+            Box::new(move |i| {
+                let (mut c, id, name) = (c.clone(), id.clone(), name_of(k, i));
+                Box::pin(async move { grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await })
+            })
+        }))
+        .await;
+    let label = format!("{scenario}: same calls, straight on Redis");
+    let direct = meter
+        .measure(drive(&label, args.clients, duration, |k| {
+            let store = store.clone();
+            let id = member(&format!("c{k}"));
+            Box::new(move |i| {
+                let op = if i % 2 == 0 { Op::Enter } else { Op::Withdraw };
+                direct(&store, election(&name_of(k, i)), Some(id.clone()), op)
+            })
+        }))
+        .await;
     Load::new(scenario, args.clients, grpc, Some(direct))
 }
 
@@ -238,10 +276,14 @@ async fn cluster_writes(args: &Args, masters: usize, duration: Duration) -> Resu
         .clone()
         .unwrap_or_else(procs::default_electiond);
     let redis = ("ELECTION_REDIS_CLUSTER_NODES", seeds.as_str());
-    let (_replica, addr) = procs::start_replica(&bin, redis, &prefix).await?;
+    let (replica, addr) = procs::start_replica(&bin, redis, &prefix).await?;
+    let mut meter = cpu::Meter {
+        replicas: replica.pid().into_iter().collect(),
+        redis: None,
+    };
     let nodes = seeds.split(',').map(str::to_owned).collect();
     let store = direct_store(electiond::store::Source::Cluster { nodes }, &prefix)?;
-    let channels = connect(addr, args.clients).await?;
+    let channels = connect(addr, args.connections).await?;
     let e = args.elections;
     let name_of = move |k: usize, i: u64| format!("w-{}", (k * 7919 + (i as usize) / 2) % e);
     let scenario = if masters == 1 {
@@ -249,9 +291,18 @@ async fn cluster_writes(args: &Args, masters: usize, duration: Duration) -> Resu
     } else {
         format!("writes, cluster of {masters} masters")
     };
-    let load = enter_withdraw(&scenario, args, &channels, &store, duration, name_of).await;
+    let load = enter_withdraw(
+        &scenario, args, &channels, &store, &mut meter, duration, name_of,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(load)
+}
+
+/// A connection for reading Redis's own counters; `None` when it cannot be had.
+async fn redis_connection(url: &str) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).ok()?;
+    client.get_multiplexed_async_connection().await.ok()
 }
 
 /// The service's store on `source`, for the baseline straight on Redis (its own key prefix).

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cpu::PerCall;
+use super::etcd::Comparison;
+
 /// Latency distribution of a set of calls (or deliveries), in microseconds.
 #[derive(Debug, Serialize, Clone)]
 pub struct Latency {
@@ -44,28 +47,36 @@ impl Latency {
     }
 }
 
-/// One load scenario through gRPC, and the same scripts straight on Redis.
+/// A phase's calls, and the CPU each part spent per call.
+pub type Measured = (Latency, Option<PerCall>);
+
+/// One load scenario through gRPC, and the same calls straight on Redis.
 #[derive(Debug, Serialize)]
 pub struct Load {
     pub scenario: String,
     pub clients: usize,
     pub grpc: Latency,
+    pub grpc_cpu: Option<PerCall>,
     pub direct_redis: Option<Latency>,
+    pub direct_cpu: Option<PerCall>,
     /// gRPC throughput / direct throughput.
     pub ratio: Option<f64>,
 }
 
 impl Load {
-    pub fn new(scenario: &str, clients: usize, grpc: Latency, direct: Option<Latency>) -> Self {
+    pub fn new(scenario: &str, clients: usize, grpc: Measured, direct: Option<Measured>) -> Self {
+        let (direct, direct_cpu) = direct.map_or((None, None), |(l, c)| (Some(l), c));
         let ratio = direct
             .as_ref()
             .filter(|d| d.per_second > 0.0)
-            .map(|d| grpc.per_second / d.per_second);
+            .map(|d| grpc.0.per_second / d.per_second);
         Self {
             scenario: scenario.to_owned(),
             clients,
-            grpc,
+            grpc: grpc.0,
+            grpc_cpu: grpc.1,
             direct_redis: direct,
+            direct_cpu,
             ratio,
         }
     }
@@ -119,6 +130,7 @@ pub struct Report {
     pub replicas_used: usize,
     pub duration_secs: f64,
     pub loads: Vec<Load>,
+    pub etcd: Option<Comparison>,
     pub fanout: Option<FanOut>,
     pub replicas: Vec<Replica>,
 }
@@ -139,6 +151,7 @@ impl Report {
             replicas_used: replicas,
             duration_secs: args.duration,
             loads: Vec::new(),
+            etcd: None,
             fanout: None,
             replicas: Vec::new(),
         }
@@ -200,6 +213,30 @@ impl Report {
                     ms(d.max_us)
                 );
             }
+        }
+        let cpu_rows: Vec<(String, &PerCall)> = self
+            .loads
+            .iter()
+            .flat_map(|l| {
+                let grpc = l
+                    .grpc_cpu
+                    .as_ref()
+                    .map(|c| (format!("{} via gRPC", l.scenario), c));
+                let direct = l
+                    .direct_cpu
+                    .as_ref()
+                    .map(|c| (format!("{} straight on redis", l.scenario), c));
+                grpc.into_iter().chain(direct)
+            })
+            .collect();
+        if !cpu_rows.is_empty() {
+            let _ = writeln!(out, "\nCPU per call, µs: {}", PerCall::columns());
+            for (name, c) in cpu_rows {
+                let _ = writeln!(out, "  {name:<w2$} {}", c.row(), w2 = w + 22);
+            }
+        }
+        if let Some(e) = &self.etcd {
+            let _ = write!(out, "\n{}", e.table());
         }
         if let Some(f) = &self.fanout {
             let _ = writeln!(
