@@ -83,7 +83,9 @@ where
     Fut: Future<Output = Result<R, Status>>,
 {
     let started = Instant::now();
-    let span = tracing::info_span!(
+    // at debug level: formatting a call's fields cost about 7% of its CPU at info, where a
+    // successful call logs nothing
+    let span = tracing::debug_span!(
         "rpc",
         method,
         election = field::Empty,

@@ -54,7 +54,9 @@ impl Store {
                     Backend::Pooled { pool, .. } => pool,
                     Backend::Cluster(c) => {
                         // the cluster connection follows redirections and reconnects itself
-                        let (reply, acked) = cluster::call(c, |mut conn| async move {
+                        // boxed, as every large future here: a call's future is moved several
+                        // times on its way through the gRPC stack, and each move copies it
+                        let (reply, acked) = Box::pin(cluster::call(c, |mut conn| async move {
                             let reply = scripts.run(call, &mut conn).await?;
                             if self.wait_replicas == 0 {
                                 return Ok((reply, None));
@@ -64,7 +66,7 @@ impl Store {
                             let route = cluster::master_of(&keys.term);
                             let acked = conn.route_command(self.wait_command(), route).await?;
                             Ok((reply, Some(acked)))
-                        })
+                        }))
                         .await?;
                         let acked = match acked {
                             Some(v) => Some(
@@ -86,13 +88,13 @@ impl Store {
                     0
                 };
                 loop {
-                    let mut conn = pool.get().await?;
+                    let mut conn = Box::pin(pool.get()).await?;
                     // with WAIT configured, the confirmation is asked on the same connection,
                     // so it covers this script's writes
-                    let r = match scripts.run(call, &mut *conn).await {
-                        Ok(reply) if self.wait_replicas > 0 => {
-                            self.wait(&mut conn).await.map(|acked| (reply, Some(acked)))
-                        }
+                    let r = match Box::pin(scripts.run(call, &mut *conn)).await {
+                        Ok(reply) if self.wait_replicas > 0 => Box::pin(self.wait(&mut conn))
+                            .await
+                            .map(|acked| (reply, Some(acked))),
                         r => r.map(|reply| (reply, None)),
                     };
                     match pool::check(conn, r) {

@@ -14,13 +14,16 @@ pub const BUCKETS: u64 = 128;
 /// Builds the names of an election's keys and channel.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    prefix: String,
+    /// Every bucket's tag (`<prefix>:{e<bucket>}`), built once: names are made on every call.
+    tags: std::sync::Arc<[String]>,
+    /// Every bucket's lease index, in bucket order.
+    indexes: std::sync::Arc<[String]>,
 }
 
 /// The Redis names of one election.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElectionKeys {
-    /// The serialized term (a JSON string).
+    /// The serialized term (see `lua/prelude.lua`).
     pub term: String,
     /// The candidates' leases (sorted set, expiry in ms on the Redis clock).
     pub leases: String,
@@ -33,32 +36,37 @@ pub struct ElectionKeys {
 impl Keys {
     /// Names under `prefix` (validated to hold no braces).
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-        }
+        let tags: std::sync::Arc<[String]> =
+            (0..BUCKETS).map(|b| format!("{prefix}:{{e{b}}}")).collect();
+        let indexes = tags.iter().map(|t| format!("{t}:lease-index")).collect();
+        Self { tags, indexes }
     }
 
     /// The names for one election.
     pub fn election(&self, name: &ElectionName) -> ElectionKeys {
-        let tag = self.tag(bucket(name.as_str()));
+        let b = bucket(name.as_str()) as usize;
+        let tag = &self.tags[b];
         let name = name.as_str();
+        let of = |kind: &str| {
+            let mut k = String::with_capacity(tag.len() + name.len() + kind.len() + 2);
+            k.push_str(tag);
+            k.push(':');
+            k.push_str(name);
+            k.push(':');
+            k.push_str(kind);
+            k
+        };
         ElectionKeys {
-            term: format!("{tag}:{name}:term"),
-            leases: format!("{tag}:{name}:leases"),
-            index: format!("{tag}:lease-index"),
-            channel: format!("{tag}:{name}:events"),
+            term: of("term"),
+            leases: of("leases"),
+            index: self.indexes[b].clone(),
+            channel: of("events"),
         }
     }
 
     /// Every bucket's lease index, for the sweepers.
-    pub fn lease_indexes(&self) -> Vec<String> {
-        (0..BUCKETS)
-            .map(|b| format!("{}:lease-index", self.tag(b)))
-            .collect()
-    }
-
-    fn tag(&self, bucket: u64) -> String {
-        format!("{}:{{e{bucket}}}", self.prefix)
+    pub fn lease_indexes(&self) -> &[String] {
+        &self.indexes
     }
 }
 

@@ -372,7 +372,7 @@ impl Store {
                 let mut conn = pool.get().await?;
                 let now_ms = secs * 1000 + micros / 1000;
                 let mut pipe = redis::pipe();
-                for index in &indexes {
+                for index in indexes {
                     pipe.cmd("ZRANGEBYSCORE")
                         .arg(index)
                         .arg("-inf")

@@ -49,15 +49,20 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        match self {
-            Manager::Direct(m) => managed::Manager::create(&**m).await,
-            Manager::Sentinel { client, config } => {
-                let master = client.lock().await.async_get_client().await?;
-                master
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await
+        // boxed: connecting is a large future, and the pool's `get` holds this one inline, so
+        // without the box every call's `get` would carry (and copy) it
+        Box::pin(async {
+            match self {
+                Manager::Direct(m) => managed::Manager::create(&**m).await,
+                Manager::Sentinel { client, config } => {
+                    let master = client.lock().await.async_get_client().await?;
+                    master
+                        .get_multiplexed_async_connection_with_config(config)
+                        .await
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn recycle(
@@ -68,6 +73,17 @@ impl managed::Manager for Manager {
         if metrics.last_used() < TRUSTED_FOR {
             return Ok(());
         }
+        Box::pin(self.recycle_checked(conn, metrics)).await
+    }
+}
+
+impl Manager {
+    /// [`managed::Manager::recycle`] for a connection idle long enough to check (boxed there).
+    async fn recycle_checked(
+        &self,
+        conn: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
         match self {
             Manager::Direct(m) => managed::Manager::recycle(&**m, conn, metrics).await,
             // an idle connection to a demoted master answers PING too, but its first write
