@@ -5,6 +5,7 @@
 //!
 //! It starts what it needs (a redis-server, `electiond` replicas) unless given addresses.
 
+mod big;
 mod cpu;
 mod etcd;
 mod fanout;
@@ -59,13 +60,13 @@ struct Args {
     /// Changes made in the fan-out scenario.
     #[arg(long, default_value_t = 50)]
     changes: usize,
-    /// Scenarios to run, comma-separated: writes, reads, contention, etcd (writes and reads
-    /// through etcd's election API beside the same through electiond, when `etcd` is on PATH),
-    /// fanout, and masters (the writes again, on a Redis Cluster of one master and then of
-    /// three, one replica).
+    /// Scenarios to run, comma-separated: writes, reads, contention, big (one election of
+    /// 10,000 candidates), etcd (writes and reads through etcd's election API beside the same
+    /// through electiond, when `etcd` is on PATH), fanout, and masters (the writes again, on a
+    /// Redis Cluster of one master and then of three, one replica).
     #[arg(
         long,
-        default_value = "writes,reads,contention,etcd,fanout,masters",
+        default_value = "writes,reads,contention,big,etcd,fanout,masters",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -79,6 +80,10 @@ struct Args {
     /// The electiond binary to start (default: next to this one).
     #[arg(long)]
     electiond: Option<PathBuf>,
+    /// Skip the phases that send the same calls straight to Redis (so that Redis sees only the
+    /// replicas' calls, as when counting what each call costs it).
+    #[arg(long)]
+    no_baseline: bool,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -156,7 +161,9 @@ async fn run(args: Args) -> Result<Report, String> {
         let e = args.elections;
         // one candidate in each election, so reads return real terms
         populate(&channels, e).await?;
-        populate_direct(&store, e).await?;
+        if !args.no_baseline {
+            populate_direct(&store, e).await?;
+        }
         let grpc = meter
             .measure(drive(
                 "reads: GetTerm via gRPC",
@@ -178,8 +185,10 @@ async fn run(args: Args) -> Result<Report, String> {
                 },
             ))
             .await;
-        let direct = meter
-            .measure(drive(
+        let direct = baseline(
+            &args,
+            &mut meter,
+            drive(
                 "reads: same script, straight on Redis",
                 args.clients,
                 duration,
@@ -190,11 +199,12 @@ async fn run(args: Args) -> Result<Report, String> {
                         direct(&store, name, None, Op::GetTerm)
                     })
                 },
-            ))
-            .await;
+            ),
+        )
+        .await;
         report
             .loads
-            .push(Load::new("reads", args.clients, grpc, Some(direct)));
+            .push(Load::new("reads", args.clients, grpc, direct));
     }
 
     if want("contention") {
@@ -210,6 +220,11 @@ async fn run(args: Args) -> Result<Report, String> {
         )
         .await;
         report.loads.push(load);
+    }
+
+    if want("big") {
+        let loads = big::big_election(&args, &channels, &mut meter, duration).await?;
+        report.loads.extend(loads);
     }
 
     if want("etcd") {
@@ -253,17 +268,32 @@ async fn enter_withdraw(
         }))
         .await;
     let label = format!("{scenario}: same calls, straight on Redis");
-    let direct = meter
-        .measure(drive(&label, args.clients, duration, |k| {
+    let direct = baseline(
+        args,
+        meter,
+        drive(&label, args.clients, duration, |k| {
             let store = store.clone();
             let id = member(&format!("c{k}"));
             Box::new(move |i| {
                 let op = if i % 2 == 0 { Op::Enter } else { Op::Withdraw };
                 direct(&store, election(&name_of(k, i)), Some(id.clone()), op)
             })
-        }))
-        .await;
-    Load::new(scenario, args.clients, grpc, Some(direct))
+        }),
+    )
+    .await;
+    Load::new(scenario, args.clients, grpc, direct)
+}
+
+/// Runs a straight-on-Redis phase, unless `--no-baseline`.
+async fn baseline(
+    args: &Args,
+    meter: &mut cpu::Meter,
+    phase: impl std::future::Future<Output = Latency>,
+) -> Option<report::Measured> {
+    if args.no_baseline {
+        return None;
+    }
+    Some(meter.measure(phase).await)
 }
 
 /// The writes scenario on a fresh Redis Cluster of `masters` masters, through one replica in
