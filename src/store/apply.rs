@@ -25,7 +25,8 @@ impl Store {
             Op::Restore(_) => Function::Restore,
             Op::Create => Function::Create,
             Op::Delete => Function::Delete,
-            Op::GetTerm | Op::Expire => Function::Refresh,
+            Op::GetTerm => Function::Refresh,
+            Op::Expire => Function::Expire,
         };
         let scripts = &*self.scripts;
         let mut call = scripts.call(function, [&keys.term, &keys.leases, &keys.index]);

@@ -10,7 +10,7 @@ use redis::{Cmd, FromRedisValue, RedisResult, Script};
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
 /// The operation files, by function suffix.
-const OPERATIONS: [(&str, &str); 9] = [
+const OPERATIONS: [(&str, &str); 10] = [
     ("enter", include_str!("../../lua/enter.lua")),
     ("withdraw", include_str!("../../lua/withdraw.lua")),
     ("anoint", include_str!("../../lua/anoint.lua")),
@@ -20,6 +20,7 @@ const OPERATIONS: [(&str, &str); 9] = [
     ("create", include_str!("../../lua/create.lua")),
     ("delete", include_str!("../../lua/delete.lua")),
     ("refresh", include_str!("../../lua/refresh.lua")),
+    ("expire", include_str!("../../lua/expire.lua")),
 ];
 
 /// How the functions announce a change.
@@ -43,6 +44,7 @@ pub enum Function {
     Create,
     Delete,
     Refresh,
+    Expire,
 }
 
 /// The library's code and the names of its functions.

@@ -223,3 +223,47 @@ async fn sweeping_on_three_replicas_at_once_never_skips_or_repeats_an_id() {
         "no extra events"
     );
 }
+
+#[tokio::test]
+async fn the_lease_index_is_cleaned_up_after_a_spell_with_expiry_off() {
+    const TTL: u64 = 600;
+    let redis = RedisServer::start().await;
+    let p = prefix("lease-index");
+    let keys = election_keys(&p, "job");
+    let conn = redis.connection().await;
+    let indexed = |mut conn: redis::aio::MultiplexedConnection| {
+        let keys = keys.clone();
+        async move {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(&keys.index)
+                .arg("job")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            score
+        }
+    };
+    // with leases: c1 and c2 hold leases, and the index holds the earliest
+    let a = Replica::start(with_ttl(&redis, &p, TTL)).await;
+    a.client("job", "c1").await.enter().await.unwrap();
+    a.client("job", "c2").await.enter().await.unwrap();
+    assert!(indexed(conn.clone()).await.is_some());
+    a.shutdown().await.unwrap();
+    // expiry turned off for a while: both leave, and nothing touches the index
+    let b = Replica::start(settings(&redis, &p)).await;
+    b.client("job", "c1").await.withdraw().await.unwrap();
+    b.client("job", "c2").await.withdraw().await.unwrap();
+    assert!(indexed(conn.clone()).await.is_some(), "stale, as expected");
+    b.shutdown().await.unwrap();
+    // back on: the sweepers find the stale entry due and remove it, and leave the election be
+    let c = Replica::start(with_ttl(&redis, &p, TTL)).await;
+    wait_for(|| {
+        let conn = conn.clone();
+        let indexed = &indexed;
+        async move { indexed(conn).await.is_none() }
+    })
+    .await;
+    let t = c.client("job", "").await.get_term().await.unwrap();
+    assert_eq!(t.brief(), (2, "", vec![]));
+    c.shutdown().await.unwrap();
+}
