@@ -26,12 +26,66 @@ async fn health(addr: std::net::SocketAddr) -> Option<i32> {
     Some(r.into_inner().status)
 }
 
+/// Where the replica's Redis is, and how to take all of it down and bring it back.
+enum Backend {
+    One(Box<RedisServer>),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    fn configure(&self, cmd: &mut tokio::process::Command) {
+        match self {
+            Backend::One(r) => cmd.env("ELECTION_REDIS_URL", r.url()),
+            Backend::Cluster(c) => cmd.env("ELECTION_REDIS_CLUSTER_NODES", c.seeds()),
+        };
+    }
+
+    async fn stop(&mut self) {
+        match self {
+            Backend::One(r) => r.stop().await,
+            Backend::Cluster(c) => {
+                for n in &mut c.nodes {
+                    n.stop().await;
+                }
+            }
+        }
+    }
+
+    async fn restart(&mut self) {
+        match self {
+            Backend::One(r) => r.restart().await,
+            Backend::Cluster(c) => {
+                for n in &mut c.nodes {
+                    n.restart().await;
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_under_load_writes_a_few_log_lines_not_one_per_call() {
-    let mut redis = RedisServer::start().await;
+    outage_under_load(
+        "one Redis",
+        Backend::One(Box::new(RedisServer::start().await)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_down_under_load_writes_a_few_log_lines_not_one_per_call() {
+    outage_under_load(
+        "every Cluster master",
+        Backend::Cluster(RedisCluster::start(3).await),
+    )
+    .await;
+}
+
+async fn outage_under_load(what: &str, mut redis: Backend) {
     let port = free_port();
-    let mut child = electiond_binary(port)
-        .env("ELECTION_REDIS_URL", redis.url())
+    let mut cmd = electiond_binary(port);
+    redis.configure(&mut cmd);
+    let mut child = cmd
         .env("ELECTION_REDIS_TIMEOUT_MS", "200")
         .env("ELECTION_LOG_FORMAT", "json")
         .stderr(Stdio::piped())
@@ -75,6 +129,8 @@ async fn a_redis_outage_under_load_writes_a_few_log_lines_not_one_per_call() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.stop().await;
     let down = Instant::now();
+    let pid = child.id().expect("running");
+    let cpu_down = cpu_seconds(pid);
     let calls_before = calls.load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(OUTAGE / 2).await;
     assert_eq!(
@@ -84,6 +140,9 @@ async fn a_redis_outage_under_load_writes_a_few_log_lines_not_one_per_call() {
     );
     tokio::time::sleep(OUTAGE / 2).await;
     let calls_during = calls.load(std::sync::atomic::Ordering::Relaxed) - calls_before;
+    let cpu_outage = cpu_seconds(pid)
+        .zip(cpu_down)
+        .map(|(b, a)| (b - a) / OUTAGE.as_secs_f64());
     redis.restart().await;
     let up = Instant::now();
     let mut probe = c.acting_as("quiet", "");
@@ -107,8 +166,9 @@ async fn a_redis_outage_under_load_writes_a_few_log_lines_not_one_per_call() {
         .filter(|(at, _)| *at >= down && *at <= up)
         .fold((0usize, 0usize), |(n, b), (_, len)| (n + 1, b + len));
     eprintln!(
-        "Redis down {OUTAGE:?} under load ({calls_during} failed calls): {lines} log lines, \
-         {bytes} bytes; serving again {serving_again:?} after Redis restarted"
+        "{what} down {OUTAGE:?} under load ({calls_during} failed calls): {lines} log lines, \
+         {bytes} bytes; replica CPU {cpu_outage:?} of a core during the outage; serving again \
+         {serving_again:?} after Redis restarted"
     );
     assert!(
         calls_during > 100,
@@ -125,4 +185,12 @@ async fn a_redis_outage_under_load_writes_a_few_log_lines_not_one_per_call() {
     );
     child.start_kill().ok();
     reader.abort();
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
