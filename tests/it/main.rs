@@ -8,6 +8,7 @@ mod cluster;
 mod compose;
 mod core;
 mod events;
+mod faults;
 mod leases;
 mod liveness;
 mod ops;
