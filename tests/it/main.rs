@@ -13,5 +13,6 @@ mod leases;
 mod liveness;
 mod ops;
 mod outage;
+mod partition;
 mod sentinel;
 mod storage;
