@@ -60,14 +60,13 @@ local function start(keys, argv)
   now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   now_ms = math.floor(now_us / 1000)
   lease_until = now_ms + ttl
-  -- as a command argument, formatted once (a Lua number would go through '%.14g' each time)
+  -- as a command argument, formatted once (Redis formats a Lua number with '%.17g' each time)
   lease_arg = string.format('%d', lease_until)
   raw, head, list = nil, nil, nil
   changed, expired = false, 0
   m1, s1, m2, s2 = nil, nil, nil, nil
   noted, earliest, reindex_all = false, nil, false
 end
-
 
 local function split()
   if list then
