@@ -30,6 +30,13 @@ async fn health(addr: std::net::SocketAddr) -> Option<i32> {
 enum Backend {
     One(Box<RedisServer>),
     Cluster(RedisCluster),
+    /// The master (the only Redis, so there is nothing to fail over to) and its Sentinels
+    /// (held to keep them running) on `ports`.
+    Sentinel {
+        master: Box<RedisServer>,
+        _sentinels: Vec<tokio::process::Child>,
+        ports: Vec<u16>,
+    },
 }
 
 impl Backend {
@@ -37,12 +44,22 @@ impl Backend {
         match self {
             Backend::One(r) => cmd.env("ELECTION_REDIS_URL", r.url()),
             Backend::Cluster(c) => cmd.env("ELECTION_REDIS_CLUSTER_NODES", c.seeds()),
+            Backend::Sentinel { ports, .. } => cmd
+                .env(
+                    "ELECTION_REDIS_SENTINELS",
+                    ports
+                        .iter()
+                        .map(|p| format!("redis://127.0.0.1:{p}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+                .env("ELECTION_REDIS_SENTINEL_MASTER", "elect"),
         };
     }
 
     async fn stop(&mut self) {
         match self {
-            Backend::One(r) => r.stop().await,
+            Backend::One(r) | Backend::Sentinel { master: r, .. } => r.stop().await,
             Backend::Cluster(c) => {
                 for n in &mut c.nodes {
                     n.stop().await;
@@ -53,7 +70,7 @@ impl Backend {
 
     async fn restart(&mut self) {
         match self {
-            Backend::One(r) => r.restart().await,
+            Backend::One(r) | Backend::Sentinel { master: r, .. } => r.restart().await,
             Backend::Cluster(c) => {
                 for n in &mut c.nodes {
                     n.restart().await;
@@ -77,6 +94,21 @@ async fn a_whole_cluster_down_under_load_writes_a_few_log_lines_not_one_per_call
     outage_under_load(
         "every Cluster master",
         Backend::Cluster(RedisCluster::start(3).await),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_master_down_under_load_writes_a_few_log_lines_not_one_per_call() {
+    let master = RedisServer::start().await;
+    let (sentinels, ports, _dir) = crate::sentinel::sentinels(&master).await;
+    outage_under_load(
+        "the Sentinel master",
+        Backend::Sentinel {
+            master: Box::new(master),
+            _sentinels: sentinels,
+            ports,
+        },
     )
     .await;
 }

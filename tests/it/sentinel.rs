@@ -13,7 +13,7 @@ use electiond::config::Settings;
 use crate::harness::*;
 
 /// Three sentinels watching `primary` as "elect"; killed when dropped.
-async fn sentinels(primary: &RedisServer) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
+pub(crate) async fn sentinels(primary: &RedisServer) -> (Vec<Child>, Vec<u16>, std::path::PathBuf) {
     sentinels_with(primary.port, None, "").await
 }
 
