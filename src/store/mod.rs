@@ -197,10 +197,10 @@ impl Store {
                     config.ca_cert.as_deref(),
                 )?;
                 let client = Arc::new(tokio::sync::Mutex::new(client));
-                let manager = pool::Manager::Sentinel {
+                let manager = pool::Manager::new(pool::Connect::Sentinel {
                     client: client.clone(),
                     config: conn_config,
-                };
+                });
                 (Target::Sentinel(client), manager)
             }
         };

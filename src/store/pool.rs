@@ -6,8 +6,13 @@
 //! handed out as it is (it just worked); an idle one is still pinged. A connection whose
 //! command failed at the connection level is taken out of the pool instead of returned, so a
 //! broken connection costs at most the one call that found it broken.
+//!
+//! While Redis cannot be reached, connecting is not tried on every call: after a failed
+//! attempt the next waits 25 ms, doubling up to 500 ms, and calls in between fail at once. An
+//! outage under load then costs a few connection attempts a second, not one per call.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::MultiplexedConnection;
@@ -18,9 +23,20 @@ use std::sync::Arc;
 /// How recently a connection must have been taken for its recycle to skip the PING.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
+/// The first wait after a failed connection attempt, and the longest.
+const FIRST_WAIT: Duration = Duration::from_millis(25);
+const MAX_WAIT: Duration = Duration::from_millis(500);
+
 /// Creates connections like deadpool-redis (to one Redis, or to the master that Sentinel
-/// names at the time), recycles them more cheaply.
-pub enum Manager {
+/// names at the time), recycles them more cheaply, and backs off while Redis is unreachable.
+pub struct Manager {
+    connect: Connect,
+    /// After a failed attempt: when the next may start, and how long the wait was.
+    backoff: Mutex<Option<(Instant, Duration)>>,
+}
+
+/// Where new connections go.
+pub enum Connect {
     /// One Redis.
     Direct(Box<deadpool_redis::Manager>),
     /// The current master of a Sentinel-monitored group, asked anew for each connection.
@@ -33,14 +49,39 @@ pub enum Manager {
 }
 
 impl Manager {
+    /// A manager connecting as `connect` says.
+    pub fn new(connect: Connect) -> Self {
+        Self {
+            connect,
+            backoff: Mutex::new(None),
+        }
+    }
+
     /// A manager for one Redis with the given connection settings.
     pub fn direct(
         info: redis::ConnectionInfo,
         config: redis::AsyncConnectionConfig,
     ) -> Result<Self, RedisError> {
-        Ok(Self::Direct(Box::new(
+        Ok(Self::new(Connect::Direct(Box::new(
             deadpool_redis::Manager::new_with_config(info, config)?,
-        )))
+        ))))
+    }
+
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Duration)>> {
+        // only ever assigned whole, so a poisoned lock still holds a consistent value
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        match &self.connect {
+            Connect::Direct(m) => managed::Manager::create(&**m).await,
+            Connect::Sentinel { client, config } => {
+                let master = client.lock().await.async_get_client().await?;
+                master
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+        }
     }
 }
 
@@ -49,20 +90,26 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some((next, _)) = *self.backoff() {
+            if Instant::now() < next {
+                return Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "redis unreachable at the last attempt; not trying again yet",
+                )));
+            }
+        }
         // boxed: connecting is a large future, and the pool's `get` holds this one inline, so
         // without the box every call's `get` would carry (and copy) it
-        Box::pin(async {
-            match self {
-                Manager::Direct(m) => managed::Manager::create(&**m).await,
-                Manager::Sentinel { client, config } => {
-                    let master = client.lock().await.async_get_client().await?;
-                    master
-                        .get_multiplexed_async_connection_with_config(config)
-                        .await
-                }
+        let r = Box::pin(self.connect()).await;
+        let mut backoff = self.backoff();
+        match &r {
+            Ok(_) => *backoff = None,
+            Err(_) => {
+                let wait = backoff.map_or(FIRST_WAIT, |(_, w)| (w * 2).min(MAX_WAIT));
+                *backoff = Some((Instant::now() + wait, wait));
             }
-        })
-        .await
+        }
+        r
     }
 
     async fn recycle(
@@ -84,11 +131,11 @@ impl Manager {
         conn: &mut MultiplexedConnection,
         metrics: &Metrics,
     ) -> RecycleResult<RedisError> {
-        match self {
-            Manager::Direct(m) => managed::Manager::recycle(&**m, conn, metrics).await,
+        match &self.connect {
+            Connect::Direct(m) => managed::Manager::recycle(&**m, conn, metrics).await,
             // an idle connection to a demoted master answers PING too, but its first write
             // fails READONLY and takes it out of the pool (see `check`)
-            Manager::Sentinel { .. } => {
+            Connect::Sentinel { .. } => {
                 let _: String = redis::cmd("PING").query_async(conn).await?;
                 Ok(())
             }
@@ -120,4 +167,38 @@ pub fn check<T>(conn: Conn, result: Result<T, RedisError>) -> Result<T, RedisErr
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deadpool::managed::Manager as _;
+
+    const HELD_BACK: &str = "not trying again yet";
+
+    #[tokio::test]
+    async fn after_a_failed_attempt_connecting_waits_before_trying_again() {
+        // a port nothing listens on
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(format!("redis://127.0.0.1:{port}"))
+                .expect("url");
+        let m = Manager::direct(info, redis::AsyncConnectionConfig::new()).expect("manager");
+        let first = m.create().await.expect_err("nothing listens");
+        assert!(!first.to_string().contains(HELD_BACK), "{first}");
+        // at once again: refused without an attempt
+        let second = m.create().await.expect_err("still nothing");
+        assert!(second.to_string().contains(HELD_BACK), "{second}");
+        assert!(
+            breaks_connection(&second),
+            "calls see it as a connection failure"
+        );
+        // after the longest wait, it tries again
+        tokio::time::sleep(MAX_WAIT + Duration::from_millis(50)).await;
+        let third = m.create().await.expect_err("still nothing");
+        assert!(!third.to_string().contains(HELD_BACK), "{third}");
+    }
 }
