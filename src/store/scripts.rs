@@ -106,6 +106,11 @@ impl Scripts {
                     .arg(&self.code)
                     .query_async::<()>(conn)
                     .await?;
+                // operators remove old versions' libraries by this name (FUNCTION DELETE)
+                tracing::info!(
+                    library = self.library(),
+                    "loaded the election library into redis"
+                );
                 cmd.query_async(conn).await
             }
             r => r,
