@@ -9,20 +9,6 @@ use redis::{Cmd, FromRedisValue, RedisResult, Script};
 
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
-/// The operation files, by function suffix.
-const OPERATIONS: [(&str, &str); 10] = [
-    ("enter", include_str!("../../lua/enter.lua")),
-    ("withdraw", include_str!("../../lua/withdraw.lua")),
-    ("anoint", include_str!("../../lua/anoint.lua")),
-    ("promote", include_str!("../../lua/promote.lua")),
-    ("evict", include_str!("../../lua/evict.lua")),
-    ("restore", include_str!("../../lua/restore.lua")),
-    ("create", include_str!("../../lua/create.lua")),
-    ("delete", include_str!("../../lua/delete.lua")),
-    ("refresh", include_str!("../../lua/refresh.lua")),
-    ("expire", include_str!("../../lua/expire.lua")),
-];
-
 /// How the functions announce a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publish {
@@ -47,10 +33,42 @@ pub enum Function {
     Expire,
 }
 
+impl Function {
+    /// Every function, in declaration order (which indexes their names).
+    const ALL: [Function; 10] = [
+        Function::Enter,
+        Function::Withdraw,
+        Function::Anoint,
+        Function::Promote,
+        Function::Evict,
+        Function::Restore,
+        Function::Create,
+        Function::Delete,
+        Function::Refresh,
+        Function::Expire,
+    ];
+
+    /// Its name in the library (after the library's name), and its file in `lua/`.
+    fn source(self) -> (&'static str, &'static str) {
+        match self {
+            Function::Enter => ("enter", include_str!("../../lua/enter.lua")),
+            Function::Withdraw => ("withdraw", include_str!("../../lua/withdraw.lua")),
+            Function::Anoint => ("anoint", include_str!("../../lua/anoint.lua")),
+            Function::Promote => ("promote", include_str!("../../lua/promote.lua")),
+            Function::Evict => ("evict", include_str!("../../lua/evict.lua")),
+            Function::Restore => ("restore", include_str!("../../lua/restore.lua")),
+            Function::Create => ("create", include_str!("../../lua/create.lua")),
+            Function::Delete => ("delete", include_str!("../../lua/delete.lua")),
+            Function::Refresh => ("refresh", include_str!("../../lua/refresh.lua")),
+            Function::Expire => ("expire", include_str!("../../lua/expire.lua")),
+        }
+    }
+}
+
 /// The library's code and the names of its functions.
 pub struct Scripts {
     code: String,
-    /// Function names, in the order of [`OPERATIONS`].
+    /// Function names, indexed by [`Function`].
     names: Vec<String>,
     /// Not an operation: the sweepers' lease-index read on a Cluster (a plain script).
     pub(crate) due: Script,
@@ -64,16 +82,16 @@ impl Scripts {
             Publish::Sharded => "SPUBLISH",
         };
         let mut body = format!("local PUBLISH_COMMAND = '{command}'\n{PRELUDE}\n");
-        for (op, file) in OPERATIONS {
+        for (op, file) in Function::ALL.map(Function::source) {
             body.push_str(&format!(
                 "redis.register_function('@NAME@_{op}', function(KEYS, ARGV)\nstart(KEYS, ARGV)\n{file}\nend)\n"
             ));
         }
         let name = format!("electiond_{:016x}", fnv1a(body.as_bytes()));
         let code = format!("#!lua name={name}\n{}", body.replace("@NAME@", &name));
-        let names = OPERATIONS
+        let names = Function::ALL
             .iter()
-            .map(|(op, _)| format!("{name}_{op}"))
+            .map(|f| format!("{name}_{}", f.source().0))
             .collect();
         Self {
             code,
@@ -146,10 +164,14 @@ mod tests {
         let sharded = Scripts::new(Publish::Sharded);
         assert_ne!(classic.library(), sharded.library());
         assert!(classic.library().starts_with("electiond_"));
-        assert_eq!(
-            classic.names[Function::Refresh as usize],
-            format!("{}_refresh", classic.library())
-        );
+        for f in Function::ALL {
+            let name = &classic.names[f as usize];
+            assert_eq!(*name, format!("{}_{}", classic.library(), f.source().0));
+            assert!(
+                classic.code.contains(&format!("'{name}'")),
+                "{name} is registered"
+            );
+        }
         assert!(classic
             .code
             .starts_with(&format!("#!lua name={}\n", classic.library())));
