@@ -1,7 +1,8 @@
 //! `election-bench`: drives real `electiond` replicas over gRPC and reports throughput,
-//! latency, Events fan-out delay, replica memory and Redis connections. In the same run it
-//! calls the same Lua scripts straight on Redis (no gRPC), so the service's throughput is
-//! reported as a ratio of what Redis alone does.
+//! latency, where each call's CPU went, Events fan-out delay, replica memory and Redis
+//! connections. In the same run it makes the same calls straight on Redis through the
+//! service's store (no gRPC), so the service's throughput is also a ratio of what Redis alone
+//! does, and, with `etcd` installed, the same writes and reads through etcd's election API.
 //!
 //! It starts what it needs (a redis-server, `electiond` replicas) unless given addresses.
 
@@ -189,7 +190,7 @@ async fn run(args: Args) -> Result<Report, String> {
             &args,
             &mut meter,
             drive(
-                "reads: same script, straight on Redis",
+                "reads: same call, straight on Redis",
                 args.clients,
                 duration,
                 |k| {
@@ -246,7 +247,7 @@ async fn run(args: Args) -> Result<Report, String> {
 }
 
 /// Each client alternates Enter and Withdraw on the election `name_of(client, call)`: first
-/// through gRPC, then with the same scripts straight on Redis.
+/// through gRPC, then with the same calls straight on Redis.
 async fn enter_withdraw(
     scenario: &str,
     args: &Args,
@@ -297,7 +298,7 @@ async fn baseline(
 }
 
 /// The writes scenario on a fresh Redis Cluster of `masters` masters, through one replica in
-/// Cluster mode (and the same scripts straight on the cluster).
+/// Cluster mode (and the same calls straight on the cluster).
 async fn cluster_writes(args: &Args, masters: usize, duration: Duration) -> Result<Load, String> {
     let (_nodes, seeds, dir) = procs::start_cluster(masters).await?;
     let prefix = format!("bench{}-cluster", std::process::id());
