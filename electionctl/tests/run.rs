@@ -60,6 +60,7 @@ struct Runner {
 }
 
 const CHILD: &str = r#"echo $$ > "$DIR/pid"
+date +%s%N > "$DIR/started"
 trap 'date +%s%N > "$DIR/stopped"; exit 0' TERM
 echo "$ELECTION_TERM_ID" > "$DIR/term.tmp" && mv "$DIR/term.tmp" "$DIR/term"
 while :; do sleep 0.05 & wait $!; done"#;
@@ -174,13 +175,12 @@ async fn one_of_two_runs_and_sigterm_hands_over_within_a_second() {
     // the old command was stopped before the new one started, and electionctl withdrew
     let stopped = leader.stopped_at().expect("the old command got SIGTERM");
     assert_eq!(leader.exit(Duration::from_secs(5)).await, Some(128 + 15));
-    let started_term_file = std::fs::metadata(standby.dir.join("term"))
-        .and_then(|m| m.modified())
-        .expect("term file");
-    let started = started_term_file
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
+    // both times from `date` (a file's modification time runs on a coarser clock)
+    let started: u128 = std::fs::read_to_string(standby.dir.join("started"))
+        .expect("the new command's start time")
+        .trim()
+        .parse()
+        .expect("nanoseconds");
     assert!(
         stopped <= started,
         "the new command started before the old one was stopped"
