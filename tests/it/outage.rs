@@ -138,6 +138,8 @@ async fn outage_under_load(what: &str, mut redis: Backend) {
     });
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for_port(port).await;
+    // Sentinels and Cluster nodes may still be starting: begin once the replica serves
+    wait_for(|| async move { health(addr).await == Some(ServingStatus::Serving as i32) }).await;
     let c = Client::connect(addr, "quiet", "w1").await;
     c.clone().enter().await.expect("Enter");
     let _stream = c.clone().watch().await.expect("Events");
