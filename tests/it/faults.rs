@@ -1,6 +1,8 @@
 //! Faults under load, overlapping, from a seeded schedule: replicas SIGKILLed and restarted,
 //! replicas and Redis frozen (SIGSTOP) for longer than the Redis timeout, Redis restarted, the
-//! replicas' pub/sub connections killed; a dozen clients calling every operation on three
+//! replicas' pub/sub connections killed, and a replica's network link to Redis or to its
+//! clients cut (each replica runs in a network namespace of its own, and the cut drops packets
+//! silently); a dozen clients calling every operation on three
 //! elections through all replicas, and watchers that follow each election throughout. After
 //! healing, what clients saw and what Redis holds must agree:
 //!
@@ -11,8 +13,7 @@
 //! - every replica serves again without a restart, none panicked, and memory stays bounded.
 //!
 //! `FAULTS_SECONDS` (default 40) sets how long faults run; `FAULTS_SEED` replays a schedule
-//! (the seed is printed). Network faults (namespaces, netem) are not here yet. See
-//! `docs/FAULTS.md`.
+//! (the seed is printed). Needs root (namespaces, `iptables`). See `docs/FAULTS.md`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
@@ -24,17 +25,19 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::process::Child;
 
-use crate::binary::electiond_binary;
 use crate::harness::*;
+use crate::netns::Namespace;
 
 const REPLICAS: usize = 3;
 const CLIENTS: usize = 12;
 const ELECTIONS: [&str; 3] = ["alpha", "beta", "gamma"];
 
-/// One replica process, restartable on its port, its stderr kept in a file.
+/// One replica process in its own network namespace, restartable on its address, its stderr
+/// kept in a file.
 struct Proc {
-    port: u16,
-    redis_url: String,
+    ns: Namespace,
+    addr: std::net::SocketAddr,
+    redis_port: u16,
     prefix: String,
     log: std::path::PathBuf,
     child: Option<Child>,
@@ -47,15 +50,28 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("replica log");
-        let child = electiond_binary(self.port)
-            .env("ELECTION_REDIS_URL", &self.redis_url)
+        let child = tokio::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                env!("CARGO_BIN_EXE_electiond"),
+            ])
+            .env("ELECTION_LISTEN_ADDR", self.addr.to_string())
+            .env("ELECTION_METRICS_ADDR", "")
+            .env(
+                "ELECTION_REDIS_URL",
+                format!("redis://{}:{}", self.ns.host_ip, self.redis_port),
+            )
             .env("ELECTION_KEY_PREFIX", &self.prefix)
             .env("ELECTION_REDIS_TIMEOUT_MS", "300")
             .env("ELECTION_LEASE_TTL_MS", "0")
             .env("ELECTION_KEEPALIVE_INTERVAL_MS", "1000")
             .env("ELECTION_KEEPALIVE_TIMEOUT_MS", "1000")
             .env("ELECTION_DRAIN_TIMEOUT_MS", "500")
+            .stdout(Stdio::null())
             .stderr(Stdio::from(log))
+            .kill_on_drop(true)
             .spawn()
             .expect("electiond starts");
         self.child = Some(child);
@@ -63,6 +79,24 @@ impl Proc {
 
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Cuts (`-A`) or heals (`-D`) this replica's link to Redis, or to its clients.
+    fn cut(&self, action: &str, to_redis: bool) {
+        let redis = self.redis_port.to_string();
+        let own = self.addr.port().to_string();
+        if to_redis {
+            self.ns.filter(
+                action,
+                &[
+                    &["OUTPUT", "-p", "tcp", "--dport", &redis],
+                    &["INPUT", "-p", "tcp", "--sport", &redis],
+                ],
+            );
+        } else {
+            self.ns
+                .filter(action, &[&["INPUT", "-p", "tcp", "--dport", &own]]);
+        }
     }
 
     async fn kill(&mut self) {
@@ -110,29 +144,45 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
         .unwrap_or(40);
     eprintln!("fault schedule seed {seed} (replay: FAULTS_SEED={seed}), {seconds} s");
 
+    // each replica in a namespace of its own; Redis listens on the host's end of every link
+    let namespaces: Vec<Namespace> = (1..=REPLICAS as u32).map(Namespace::create).collect();
+    let mut args = vec!["--bind".to_owned(), "127.0.0.1".to_owned()];
+    args.extend(namespaces.iter().map(|n| n.host_ip.clone()));
+    args.extend(["--protected-mode".to_owned(), "no".to_owned()]);
     let redis = Arc::new(tokio::sync::Mutex::new(
-        RedisServer::start_persistent().await,
+        RedisServer::start_persistent_with_args(args).await,
     ));
-    let redis_url = redis.lock().await.url();
+    let redis_port: u16 = redis
+        .lock()
+        .await
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("redis port");
     let dir = std::env::temp_dir().join(format!("electiond-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("log dir");
     let p = prefix("faults");
     let mut procs = Vec::new();
-    for i in 0..REPLICAS {
+    let mut endpoints = Vec::new();
+    for (i, ns) in namespaces.into_iter().enumerate() {
+        let addr: std::net::SocketAddr = format!("{}:{}", ns.ns_ip, free_port()).parse().unwrap();
         let mut proc = Proc {
-            port: free_port(),
-            redis_url: redis_url.clone(),
+            ns,
+            addr,
+            redis_port,
             prefix: p.clone(),
             log: dir.join(format!("replica-{i}.log")),
             child: None,
         };
         proc.spawn();
-        wait_for_port(proc.port).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "replica {i} did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        endpoints.push(addr.to_string());
         procs.push(Arc::new(tokio::sync::Mutex::new(proc)));
-    }
-    let mut endpoints = Vec::new();
-    for proc in &procs {
-        endpoints.push(format!("127.0.0.1:{}", proc.lock().await.port));
     }
     let client = |timeout: Duration| {
         Client::builder(endpoints.clone())
@@ -214,7 +264,7 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
         v
     };
     while started.elapsed() < Duration::from_secs(seconds) {
-        let kind = rng.random_range(0..5);
+        let kind = rng.random_range(0..7);
         let r = rng.random_range(0..REPLICAS);
         let ms = rng.random_range(400..1500);
         let name = [
@@ -223,6 +273,8 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
             "redis SIGSTOP",
             "redis restart",
             "pubsub kill",
+            "replica cut from redis",
+            "replica cut from clients",
         ][kind];
         *counts.entry(name).or_default() += 1;
         let procs = procs.clone();
@@ -255,6 +307,12 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
                     let mut r = redis.lock().await;
                     r.restart().await;
                 }
+                5 | 6 => {
+                    let p = procs[r].lock().await;
+                    p.cut("-A", kind == 5);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    p.cut("-D", kind == 5);
+                }
                 _ => {
                     let r = redis.lock().await;
                     let mut conn = r.connection().await;
@@ -283,8 +341,8 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
     // every replica serves again, without a restart, and they all answer the same
     let mut finals: Vec<Option<Term>> = vec![None; ELECTIONS.len()];
     for proc in &procs {
-        let port = proc.lock().await.port;
-        let one = Client::builder([format!("127.0.0.1:{port}")])
+        let port = proc.lock().await.addr;
+        let one = Client::builder([port.to_string()])
             .timeout(Duration::from_secs(1))
             .build()
             .expect("client");

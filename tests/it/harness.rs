@@ -69,6 +69,13 @@ impl RedisServer {
         s
     }
 
+    /// [`Self::start_persistent`] with extra command-line arguments.
+    pub async fn start_persistent_with_args(extra: Vec<String>) -> Self {
+        let mut s = Self::new(true, extra);
+        s.spawn().await;
+        s
+    }
+
     async fn start_with(persistent: bool) -> Self {
         let mut server = Self::new(persistent, Vec::new());
         server.spawn().await;

@@ -17,96 +17,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::harness::*;
-
-/// A network namespace joined to the host by a veth pair: host side `.1`, namespace side `.2`
-/// of a /30 chosen from the test's process id. Removed when dropped.
-struct Namespace {
-    name: String,
-    host_link: String,
-    host_ip: String,
-    ns_ip: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .expect("iproute2's ip is installed");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Namespace {
-    fn create() -> Self {
-        let id = std::process::id();
-        let (a, b) = ((id / 64) % 250, (id % 64) * 4);
-        let ns = Namespace {
-            name: format!("ed-part-{id}"),
-            host_link: format!("edh{id}"),
-            host_ip: format!("10.213.{a}.{}", b + 1),
-            ns_ip: format!("10.213.{a}.{}", b + 2),
-        };
-        let peer = format!("edn{id}");
-        ip(&["netns", "add", &ns.name]);
-        ip(&[
-            "link",
-            "add",
-            &ns.host_link,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-        ]);
-        ip(&["link", "set", &peer, "netns", &ns.name]);
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/30", ns.host_ip),
-            "dev",
-            &ns.host_link,
-        ]);
-        ip(&["link", "set", &ns.host_link, "up"]);
-        let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &ns.name, "ip"];
-            all.extend_from_slice(args);
-            ip(&all);
-        };
-        inside(&["addr", "add", &format!("{}/30", ns.ns_ip), "dev", &peer]);
-        inside(&["link", "set", &peer, "up"]);
-        inside(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Drops, silently, the namespace's packets matching `rule` in both directions (`add`) or
-    /// stops dropping them (`del`).
-    fn filter(&self, action: &str, rules: &[&[&str]]) {
-        for rule in rules {
-            let mut args = vec!["netns", "exec", &self.name, "iptables", action];
-            args.extend_from_slice(rule);
-            args.extend_from_slice(&["-j", "DROP"]);
-            let status = std::process::Command::new("ip")
-                .args(&args)
-                .status()
-                .expect("ip netns exec iptables");
-            assert!(status.success(), "iptables {args:?}");
-        }
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.host_link])
-            .status();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+use crate::netns::Namespace;
 
 async fn serving(addr: SocketAddr) -> Option<i32> {
     let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
@@ -141,7 +52,7 @@ fn replica_in(ns: &Namespace, redis_url: &str, listen: SocketAddr, prefix: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_from_redis_or_from_its_clients_fails_fast_and_recovers() {
-    let ns = Namespace::create();
+    let ns = Namespace::create(0);
     // reachable from the namespace, as the replicas of a real deployment reach it
     let redis = RedisServer::start_with_args(vec![
         "--bind".into(),

@@ -1,0 +1,97 @@
+//! Network namespaces the tests create, to cut real links: a veth pair to the host, and
+//! packet filters that drop silently. Needs root, `ip` (iproute2) and `iptables`.
+
+/// A network namespace joined to the host by a veth pair: host side `.1`, namespace side `.2`
+/// of a /30 in 10.213.0.0/16 chosen from the test's process id and `n` (each test of one run
+/// uses its own `n`). Removed when dropped.
+pub struct Namespace {
+    pub name: String,
+    host_link: String,
+    /// The host's address on the link (what the namespace reaches the host by).
+    pub host_ip: String,
+    /// The namespace's address on the link.
+    pub ns_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2's ip is installed");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Namespace {
+    pub fn create(n: u32) -> Self {
+        assert!(n < 8);
+        let id = std::process::id();
+        let block = (id % 2000) * 8 + n;
+        let (a, b) = (block / 64, (block % 64) * 4);
+        let ns = Namespace {
+            name: format!("ed-{id}-{n}"),
+            host_link: format!("edh{id}x{n}"),
+            host_ip: format!("10.213.{a}.{}", b + 1),
+            ns_ip: format!("10.213.{a}.{}", b + 2),
+        };
+        let peer = format!("edn{id}x{n}");
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ]);
+        ip(&["link", "set", &peer, "netns", &ns.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.host_ip),
+            "dev",
+            &ns.host_link,
+        ]);
+        ip(&["link", "set", &ns.host_link, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{}/30", ns.ns_ip), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Drops, silently, the namespace's packets matching `rule` in both directions (`add`) or
+    /// stops dropping them (`del`).
+    pub fn filter(&self, action: &str, rules: &[&[&str]]) {
+        for rule in rules {
+            let mut args = vec!["netns", "exec", &self.name, "iptables", action];
+            args.extend_from_slice(rule);
+            args.extend_from_slice(&["-j", "DROP"]);
+            let status = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .expect("ip netns exec iptables");
+            assert!(status.success(), "iptables {args:?}");
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
