@@ -13,27 +13,10 @@ use std::time::{Duration, Instant};
 use electiond_client::Client;
 use tokio::process::{Child, Command};
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::harness::*;
 use crate::netns::Namespace;
-
-async fn serving(addr: SocketAddr) -> Option<i32> {
-    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .ok()?
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()?;
-    let r = HealthClient::new(ch)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
-    Some(r.into_inner().status)
-}
+use crate::outage::health;
 
 fn replica_in(ns: &Namespace, redis_url: &str, listen: SocketAddr, prefix: &str) -> Child {
     Command::new("ip")
@@ -78,7 +61,7 @@ async fn a_replica_cut_off_from_redis_or_from_its_clients_fails_fast_and_recover
     );
     let host = Replica::start(settings(&redis, &p)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while serving(cut_addr).await != Some(ServingStatus::Serving as i32) {
+    while health(cut_addr).await != Some(ServingStatus::Serving as i32) {
         assert!(
             Instant::now() < deadline,
             "the namespaced replica did not start"
@@ -133,7 +116,7 @@ async fn a_replica_cut_off_from_redis_or_from_its_clients_fails_fast_and_recover
         );
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while serving(cut_addr).await != Some(ServingStatus::NotServing as i32) {
+    while health(cut_addr).await != Some(ServingStatus::NotServing as i32) {
         assert!(Instant::now() < deadline, "health did not say NOT_SERVING");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
