@@ -112,6 +112,7 @@ pub(crate) async fn fan_out(
         .collect();
 
     let bar = progress("fan-out: changes", args.changes as u64);
+    let cpu_before = cpu::sample(pids, None).await;
     for k in 1..=args.changes {
         let who = if k % 2 == 1 { "b" } else { "a" };
         let req = epb::AnointRequest {
@@ -131,6 +132,7 @@ pub(crate) async fn fan_out(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let cpu_after = cpu::sample(pids, None).await;
     bar.finish_and_clear();
 
     let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
@@ -167,6 +169,8 @@ pub(crate) async fn fan_out(
         })
         .collect();
     Ok(FanOut {
+        // every change reaches every stream: CPU per delivered event
+        cpu: cpu_before.per_call(&cpu_after, (args.changes * args.streams) as u64),
         streams: args.streams,
         replicas: addrs.len(),
         changes: args.changes,

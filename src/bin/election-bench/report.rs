@@ -96,6 +96,8 @@ pub struct FanOut {
     pub rss_before_kib: Vec<u64>,
     pub rss_after_kib: Vec<u64>,
     pub redis_connections: Vec<usize>,
+    /// CPU per delivered event while the changes went out (the benchmark reads every stream).
+    pub cpu: Option<PerCall>,
 }
 
 impl FanOut {
@@ -272,6 +274,13 @@ impl Report {
                 "  redis connections per replica with streams open: {:?}",
                 f.redis_connections
             );
+            if let Some(c) = &f.cpu {
+                let _ = writeln!(
+                    out,
+                    "  CPU per delivered event: replicas {:.1} µs, load generator {:.1} µs",
+                    c.replicas_us, c.bench_us
+                );
+            }
         }
         if !self.replicas.is_empty() {
             let _ = writeln!(out, "\nreplicas at the end:");
