@@ -25,6 +25,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Decode errors (for example a non-UTF-8 string) become INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::grpc::codec::ProtoCodec")
+        .compile_fds(fds.clone())?;
+
+    // The election service once more, server side only, for what it sends: an Events message
+    // is encoded once per change and the same bytes go to every stream of the election
+    // (`grpc::encoded`). Every other message is the type compiled above.
+    let served = out_dir.join("served");
+    std::fs::create_dir_all(&served)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .codec_path("crate::grpc::codec::ProtoCodec")
+        .extern_path(
+            ".atomix.primitive.election.EventsResponse",
+            "crate::grpc::encoded::EncodedEvent",
+        )
+        .extern_path(".atomix", "crate::proto::atomix")
+        .out_dir(&served)
         .compile_fds(fds)?;
 
     // election-bench's client for etcd's election API (the comparison); not served

@@ -46,6 +46,16 @@ pub mod proto {
         }
     }
 
+    /// The election service as served: the same as
+    /// `atomix::primitive::election::leader_election_service_server`, except that its Events
+    /// stream sends [`crate::grpc::encoded::EncodedEvent`]s (see `build.rs`).
+    pub mod served {
+        include!(concat!(
+            env!("OUT_DIR"),
+            "/served/atomix.primitive.election.rs"
+        ));
+    }
+
     /// Every file of the schema, encoded, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/electiond_descriptor.bin"));
@@ -257,8 +267,8 @@ async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    use proto::atomix::primitive::election::leader_election_service_server::LeaderElectionServiceServer;
     use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
+    use proto::served::leader_election_service_server::LeaderElectionServiceServer;
     use tonic::service::interceptor::InterceptedService;
     let auth = grpc::auth::Tokens::new(settings.tokens());
     let max_msg = settings.max_message_bytes;
@@ -339,8 +349,8 @@ async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     mut stop: watch::Receiver<bool>,
 ) {
-    use proto::atomix::primitive::election::leader_election_service_server::LeaderElectionServiceServer as E;
     use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer as P;
+    use proto::served::leader_election_service_server::LeaderElectionServiceServer as E;
     use tonic::server::NamedService;
     let names = [
         "",

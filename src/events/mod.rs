@@ -11,9 +11,10 @@
 //! stream that falls behind it skips to the latest state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::election::{ElectionName, Term};
@@ -36,6 +37,19 @@ pub struct Delivery {
     pub seq: u64,
     /// The state.
     pub term: Term,
+    /// The state as this replica sends it, encoded by the first stream that sends it: every
+    /// stream of the election sends the same bytes.
+    pub encoded: OnceLock<Bytes>,
+}
+
+impl Delivery {
+    fn new(seq: u64, term: Term) -> Self {
+        Self {
+            seq,
+            term,
+            encoded: OnceLock::new(),
+        }
+    }
 }
 
 /// What one watched election shares between the subscriber and its streams.
@@ -205,7 +219,7 @@ impl Hub {
         let mut latest = lock(&entry.shared.latest);
         let seq = match latest.as_ref() {
             None if authoritative => {
-                *latest = Some(Arc::new(Delivery { seq: 0, term }));
+                *latest = Some(Arc::new(Delivery::new(0, term)));
                 return;
             }
             None => 1,
@@ -226,7 +240,7 @@ impl Hub {
                 last.seq + 1
             }
         };
-        let delivery = Arc::new(Delivery { seq, term });
+        let delivery = Arc::new(Delivery::new(seq, term));
         *latest = Some(delivery.clone());
         Metrics::add(&self.inner.metrics.events_received, 1);
         // no receivers is fine: the last stream may be leaving

@@ -1,18 +1,19 @@
 //! `atomix.primitive.election.LeaderElectionService`.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::{Request, Response, Status};
 
+use super::encoded::EncodedEvent;
 use super::{candidate, response_header, term_to_proto, unary, Target};
 use crate::election::{Term, ValidSnapshot};
 use crate::events::Watcher;
 use crate::metrics::Metrics;
 use crate::proto::atomix::primitive::election as epb;
-use crate::proto::atomix::primitive::election::leader_election_service_server::LeaderElectionService as Api;
+use crate::proto::served::leader_election_service_server::LeaderElectionService as Api;
 use crate::shutdown::stopped;
 use crate::store::Op;
 use crate::AppState;
@@ -41,20 +42,22 @@ impl ElectionService {
 
 /// The handshake, then one `CHANGED` per delivered state, until the client goes away (which
 /// drops the watcher and so releases the subscription) or the replica stops (`UNAVAILABLE`,
-/// so the client reconnects elsewhere).
+/// so the client reconnects elsewhere). Each state is encoded once for all of its streams.
 fn event_stream(
     watcher: Watcher,
     permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> EventStream {
-    let handshake = epb::EventsResponse {
-        header: response_header(true),
-        output: Some(epb::EventsOutput {
-            r#type: epb::events_output::Type::None as i32,
-            term: None,
-        }),
-    };
+    static HANDSHAKE: LazyLock<EncodedEvent> = LazyLock::new(|| {
+        EncodedEvent::new(&epb::EventsResponse {
+            header: response_header(true),
+            output: Some(epb::EventsOutput {
+                r#type: epb::events_output::Type::None as i32,
+                term: None,
+            }),
+        })
+    });
     // the permit lives as long as the stream
     let changes = futures::stream::unfold(Some((watcher, stop, permit)), move |state| {
         let metrics = metrics.clone();
@@ -63,14 +66,9 @@ fn event_stream(
             tokio::select! {
                 delivery = watcher.next() => {
                     let delivery = delivery?;
-                    let event = epb::EventsResponse {
-                        header: response_header(false),
-                        output: Some(epb::EventsOutput {
-                            r#type: epb::events_output::Type::Changed as i32,
-                            term: Some(term_to_proto(&delivery.term)),
-                        }),
-                    };
+                    let bytes = delivery.encoded.get_or_init(|| changed(&delivery.term));
                     Metrics::add(&metrics.events_delivered, 1);
+                    let event = EncodedEvent::from_bytes(bytes.clone());
                     Some((Ok(event), Some((watcher, stop, permit))))
                 }
                 _ = stopped(&mut stop) => {
@@ -80,11 +78,23 @@ fn event_stream(
             }
         }
     });
-    Box::pin(futures::stream::once(async { Ok(handshake) }).chain(changes))
+    Box::pin(futures::stream::once(async { Ok(HANDSHAKE.clone()) }).chain(changes))
+}
+
+/// The `CHANGED` event of a state, encoded.
+fn changed(term: &Term) -> bytes::Bytes {
+    let event = EncodedEvent::new(&epb::EventsResponse {
+        header: response_header(false),
+        output: Some(epb::EventsOutput {
+            r#type: epb::events_output::Type::Changed as i32,
+            term: Some(term_to_proto(term)),
+        }),
+    });
+    event.bytes().clone()
 }
 
 /// The stream type of `Events`.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<epb::EventsResponse, Status>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Api for ElectionService {

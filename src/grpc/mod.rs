@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod codec;
 mod election;
+pub mod encoded;
 mod primitive;
 mod status;
 
