@@ -101,6 +101,23 @@ pub enum RunError {
     Metrics(String),
 }
 
+/// The runtime a replica runs on: tokio's multi-threaded one, with the scheduler's LIFO slot
+/// off when the build allows it (`.cargo/config.toml`).
+///
+/// With the slot on, a task woken by the running task runs next. An Events stream that sends a
+/// change wakes its connection's writer, which then ran before the next stream of that
+/// connection had sent: one socket write per event. With it off the writer runs after the
+/// connection's streams have queued theirs, and one write carries them all. Measured with
+/// `election-bench --scenarios fanout` (10,000 streams, 3 replicas): replica CPU per delivered
+/// event 8.8 → 4.3 µs; unary calls are not slower.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    builder.build()
+}
+
 /// How often health re-checks Redis.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -395,6 +412,19 @@ async fn watch_health(
 #[cfg(test)]
 mod tests {
     use tokio_stream::StreamExt;
+
+    #[test]
+    // the constant is the build's configuration, which is what this checks
+    #[allow(clippy::assertions_on_constants)]
+    fn the_runtime_is_built_without_its_lifo_slot() {
+        // Events fan-out makes one socket write per event without it (see `runtime`)
+        assert!(
+            cfg!(tokio_unstable),
+            "built without `--cfg tokio_unstable` (RUSTFLAGS replaces .cargo/config.toml's \
+             flags): the runtime keeps its LIFO slot and Events fan-out costs twice the CPU"
+        );
+        assert!(super::runtime().is_ok());
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {

@@ -4,8 +4,17 @@ use std::process::ExitCode;
 
 use electiond::config::Settings;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    match electiond::runtime() {
+        Ok(rt) => rt.block_on(serve()),
+        Err(e) => {
+            eprintln!("electiond: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
