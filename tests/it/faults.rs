@@ -2,7 +2,8 @@
 //! replicas and Redis frozen (SIGSTOP) for longer than the Redis timeout, Redis restarted, the
 //! replicas' pub/sub connections killed, and a replica's network link to Redis or to its
 //! clients cut (each replica runs in a network namespace of its own, and the cut drops packets
-//! silently); a dozen clients calling every operation on three
+//! silently), made lossy (a random share of packets dropped) or slow (rate-limited, so packets
+//! queue); a dozen clients calling every operation on three
 //! elections through all replicas, and watchers that follow each election throughout. After
 //! healing, what clients saw and what Redis holds must agree:
 //!
@@ -12,7 +13,7 @@
 //! - every watcher converges to the final state within seconds, and never saw an id go down;
 //! - every replica serves again without a restart, none panicked, and memory stays bounded.
 //!
-//! `FAULTS_SECONDS` (default 40) sets how long faults run; `FAULTS_SEED` replays a schedule
+//! `FAULTS_SECONDS` (default 60) sets how long faults run; `FAULTS_SEED` replays a schedule
 //! (the seed is printed). Needs root (namespaces, `iptables`). See `docs/FAULTS.md`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -141,7 +142,7 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
     let seconds: u64 = std::env::var("FAULTS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(60);
     eprintln!("fault schedule seed {seed} (replay: FAULTS_SEED={seed}), {seconds} s");
 
     // each replica in a namespace of its own; Redis listens on the host's end of every link
@@ -264,7 +265,7 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
         v
     };
     while started.elapsed() < Duration::from_secs(seconds) {
-        let kind = rng.random_range(0..7);
+        let kind = rng.random_range(0..9);
         let r = rng.random_range(0..REPLICAS);
         let ms = rng.random_range(400..1500);
         let name = [
@@ -275,6 +276,8 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
             "pubsub kill",
             "replica cut from redis",
             "replica cut from clients",
+            "replica link lossy",
+            "replica link slow",
         ][kind];
         *counts.entry(name).or_default() += 1;
         let procs = procs.clone();
@@ -312,6 +315,21 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
                     p.cut("-A", kind == 5);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     p.cut("-D", kind == 5);
+                }
+                7 => {
+                    // a fifth to a half of every packet lost, both ways, for 0.8-3 s
+                    let share = format!("0.{}", 2 + ms % 4);
+                    let p = procs[r].lock().await;
+                    p.ns.lossy("-A", &share);
+                    tokio::time::sleep(Duration::from_millis(ms * 2)).await;
+                    p.ns.lossy("-D", &share);
+                }
+                8 => {
+                    // 64 kbit/s both ways, packets queued up to 400 ms, for 0.8-3 s
+                    let p = procs[r].lock().await;
+                    p.ns.slow(true, 64, 400);
+                    tokio::time::sleep(Duration::from_millis(ms * 2)).await;
+                    p.ns.slow(false, 64, 400);
                 }
                 _ => {
                     let r = redis.lock().await;
