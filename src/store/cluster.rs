@@ -16,6 +16,11 @@ use redis::cluster_routing::{
 use redis::{ProtocolVersion, PushInfo, RedisResult};
 use tokio::sync::{mpsc, Mutex};
 
+use super::gate::Gate;
+
+/// How often the Cluster client retries one command (see [`ClusterTarget::builder`]).
+const RETRIES: u32 = 4;
+
 /// Where the Cluster is and how to talk to it.
 pub struct ClusterTarget {
     nodes: Vec<String>,
@@ -28,6 +33,8 @@ pub struct ClusterTarget {
     connecting: Mutex<()>,
     /// Numbers the command connections.
     generations: AtomicU64,
+    /// Fails calls at once while the Cluster cannot be reached at all (`gate.rs`).
+    gate: Gate,
 }
 
 /// The command connection, numbered so that only the one that failed is replaced.
@@ -48,6 +55,7 @@ impl ClusterTarget {
             commands: std::sync::Mutex::new(None),
             connecting: Mutex::new(()),
             generations: AtomicU64::new(0),
+            gate: Gate::default(),
         };
         target.builder().build()?;
         Ok(target)
@@ -56,7 +64,12 @@ impl ClusterTarget {
     fn builder(&self) -> ClusterClientBuilder {
         let mut b = ClusterClient::builder(self.nodes.clone())
             .connection_timeout(self.timeout)
-            .response_timeout(self.timeout);
+            .response_timeout(self.timeout)
+            // A command that finds its node gone is retried at once, each time after a round
+            // of connection attempts to every seed node: 16 times by default, so that every
+            // call made while the Cluster is down cost 48 attempts on three nodes. Four
+            // still follow a redirection or a failover within the call's timeout.
+            .retries(RETRIES);
         if let Some(ca) = &self.ca_cert {
             b = b.certs(redis::TlsCertificates {
                 client_tls: None,
@@ -117,23 +130,45 @@ impl ClusterTarget {
         &self,
         pushes: mpsc::UnboundedSender<PushInfo>,
     ) -> RedisResult<ClusterConnection> {
-        self.builder()
+        let conn = self
+            .builder()
             .use_protocol(ProtocolVersion::RESP3)
             .push_sender(pushes)
             .build()?
             .get_async_connection()
-            .await
+            .await?;
+        // the Cluster answers again: let calls through now (the listener's catch-up read
+        // among them), not after the gate's next attempt
+        self.gate.reached();
+        Ok(conn)
     }
 }
 
 /// Runs `f` on the command connection. When it times out, or is abandoned by a caller's
-/// timeout, the connection is retired (see [`ClusterTarget::retire`]).
+/// timeout, the connection is retired (see [`ClusterTarget::retire`]). While the Cluster
+/// cannot be reached at all, calls fail at once and only one at a time tries (`gate.rs`).
 pub async fn call<T, F, Fut>(target: &ClusterTarget, f: F) -> RedisResult<T>
 where
     F: FnOnce(ClusterConnection) -> Fut,
     Fut: std::future::Future<Output = RedisResult<T>>,
 {
-    let commands = target.commands().await?;
+    if let Err(wait) = target.gate.admit() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "redis cluster unreachable",
+            format!(
+                "failing at once; the next attempt in {} ms",
+                wait.as_millis()
+            ),
+        )));
+    }
+    let commands = match target.commands().await {
+        Ok(c) => c,
+        Err(e) => {
+            note(target, &e);
+            return Err(e);
+        }
+    };
     let mut guard = RetireUnlessDone {
         target,
         commands: Some(commands.clone()),
@@ -141,11 +176,31 @@ where
     let r = f(commands.conn).await;
     if !matches!(&r, Err(e) if e.is_timeout()) {
         guard.commands = None;
+        match &r {
+            Ok(_) => target.gate.reached(),
+            Err(e) => note(target, e),
+        }
     }
     r
 }
 
-/// Retires the connection when dropped still holding it.
+/// Tells the gate whether a failed call reached Redis: an error Redis answered with did.
+fn note(target: &ClusterTarget, e: &redis::RedisError) {
+    let unreachable = e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
+    if !unreachable {
+        target.gate.reached();
+    } else if target.gate.unreachable() {
+        // the next attempt connects anew (see gate.rs), without a log line per attempt
+        *target.slot() = None;
+    }
+}
+
+/// Retires the connection (and tells the gate the call did not get through) when dropped
+/// still holding it: the call timed out or was abandoned.
 struct RetireUnlessDone<'a> {
     target: &'a ClusterTarget,
     commands: Option<Commands>,
@@ -154,7 +209,11 @@ struct RetireUnlessDone<'a> {
 impl Drop for RetireUnlessDone<'_> {
     fn drop(&mut self) {
         if let Some(failed) = self.commands.take() {
-            self.target.retire(&failed);
+            if self.target.gate.unreachable() {
+                *self.target.slot() = None;
+            } else {
+                self.target.retire(&failed);
+            }
         }
     }
 }

@@ -74,6 +74,7 @@ pub(super) async fn serve_cluster(
                 // take what else is queued, so a burst of confirmations is one read
                 let mut again = Vec::new();
                 let mut resubscribed = Vec::new();
+                let mut broke = false;
                 let mut next = Some(parse_push(push));
                 while let Some((kind, channel, data)) = next.take() {
                     match (kind, channel) {
@@ -103,10 +104,20 @@ pub(super) async fn serve_cluster(
                         }
                         (PushKind::Disconnection, _) => {
                             tracing::debug!("a redis cluster node's pub/sub connection broke; it resubscribes");
+                            broke = true;
                         }
                         _ => {}
                     }
                     next = pushes.try_recv().ok().map(parse_push);
+                }
+                // Check the nodes now, not at the next ping: while a node is down the
+                // connection's own recovery retries without pause, and only dropping the
+                // connection (and reconnecting with backoff) stops it.
+                if broke {
+                    let r = conn.route_command(redis::cmd("PING"), super::cluster::all_masters());
+                    if let Err(e) = bounded("ping", timeout, r).await {
+                        return e;
+                    }
                 }
                 if !again.is_empty() {
                     again.sort();

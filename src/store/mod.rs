@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_listener;
 mod decode;
 mod error;
+mod gate;
 mod keys;
 mod listener;
 mod pool;
