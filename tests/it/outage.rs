@@ -1,5 +1,8 @@
 //! A Redis outage under load is quiet and cheap: the replica logs a few lines, not one per
-//! failed call, says NOT_SERVING, and serves again soon after Redis is back.
+//! failed call, its connection attempts back off, it says NOT_SERVING, and it serves again
+//! soon after Redis is back. The outage lasts a minute (`OUTAGE_SECONDS` shortens it).
+//! Connection attempts are counted by the kernel: an `iptables` rule per Redis port that
+//! matches SYN packets and does nothing else (needs root).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -11,7 +14,66 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::binary::electiond_binary;
 use crate::harness::*;
 
-const OUTAGE: Duration = Duration::from_secs(6);
+/// How long Redis stays down: `OUTAGE_SECONDS`, a minute by default.
+fn outage() -> Duration {
+    let seconds = std::env::var("OUTAGE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(seconds)
+}
+
+/// Counts the TCP connection attempts (SYN packets) to some local ports, with one `iptables`
+/// rule per port that matches and does nothing; the rules go when it is dropped.
+struct Attempts {
+    ports: Vec<u16>,
+}
+
+impl Attempts {
+    fn rule(action: &str, port: u16) -> bool {
+        let port = port.to_string();
+        std::process::Command::new("iptables")
+            .args(["-w", action, "OUTPUT", "-p", "tcp", "-d", "127.0.0.1"])
+            .args(["--dport", &port, "--syn"])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn count(ports: Vec<u16>) -> Self {
+        for p in &ports {
+            assert!(Self::rule("-I", *p), "iptables counts SYNs to port {p}");
+        }
+        Self { ports }
+    }
+
+    /// Attempts so far, per port.
+    fn so_far(&self) -> Vec<u64> {
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "-L", "OUTPUT", "-v", "-x", "-n"])
+            .output()
+            .expect("iptables lists its rules");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        self.ports
+            .iter()
+            .map(|p| {
+                let tag = format!("dpt:{p} ");
+                listing
+                    .lines()
+                    .filter(|l| l.contains(&tag) || l.ends_with(&format!("dpt:{p}")))
+                    .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Attempts {
+    fn drop(&mut self) {
+        for p in &self.ports {
+            Self::rule("-D", *p);
+        }
+    }
+}
 
 /// The replica's overall health status (`grpc.health.v1`, service ""), or `None` when it
 /// cannot be asked within 2 s. (Here rather than in the harness, which electionctl's tests
@@ -61,6 +123,14 @@ impl Backend {
                 )
                 .env("ELECTION_REDIS_SENTINEL_MASTER", "elect"),
         };
+    }
+
+    /// The Redis ports the replica connects to (not the Sentinels').
+    fn ports(&self) -> Vec<u16> {
+        match self {
+            Backend::One(r) | Backend::Sentinel { master: r, .. } => vec![r.port],
+            Backend::Cluster(c) => c.nodes.iter().map(|n| n.port).collect(),
+        }
     }
 
     async fn stop(&mut self) {
@@ -166,23 +236,35 @@ async fn outage_under_load(what: &str, mut redis: Backend) {
         })
         .collect();
 
+    let outage = outage();
+    let attempts = Attempts::count(redis.ports());
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.stop().await;
     let down = Instant::now();
     let pid = child.id().expect("running");
     let cpu_down = cpu_seconds(pid);
     let calls_before = calls.load(std::sync::atomic::Ordering::Relaxed);
-    tokio::time::sleep(OUTAGE / 2).await;
+    let attempts_before = attempts.so_far();
+    // calls in flight when Redis went away retry before failing: a burst, counted apart
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let attempts_settled = attempts.so_far();
+    tokio::time::sleep(outage / 2 - Duration::from_secs(1)).await;
     assert_eq!(
         health(addr).await,
         Some(ServingStatus::NotServing as i32),
         "health says NOT_SERVING while Redis is down"
     );
-    tokio::time::sleep(OUTAGE / 2).await;
+    tokio::time::sleep(outage / 2).await;
     let calls_during = calls.load(std::sync::atomic::Ordering::Relaxed) - calls_before;
     let cpu_outage = cpu_seconds(pid)
         .zip(cpu_down)
-        .map(|(b, a)| (b - a) / OUTAGE.as_secs_f64());
+        .map(|(b, a)| (b - a) / outage.as_secs_f64());
+    let attempts_end = attempts.so_far();
+    let minus =
+        |b: &[u64], a: &[u64]| -> Vec<u64> { b.iter().zip(a).map(|(b, a)| b - a).collect() };
+    let burst = minus(&attempts_settled, &attempts_before);
+    let attempts_during = minus(&attempts_end, &attempts_settled);
+    drop(attempts);
     redis.restart().await;
     let up = Instant::now();
     let mut probe = c.acting_as("quiet", "");
@@ -205,20 +287,39 @@ async fn outage_under_load(what: &str, mut redis: Backend) {
         .iter()
         .filter(|(at, _)| *at >= down && *at <= up)
         .fold((0usize, 0usize), |(n, b), (_, len)| (n + 1, b + len));
+    let per_second = |n: u64| n as f64 / outage.as_secs_f64();
+    let settled_for = (outage - Duration::from_secs(1)).as_secs_f64();
+    let attempts_per_second: Vec<f64> = attempts_during
+        .iter()
+        .map(|n| *n as f64 / settled_for)
+        .collect();
     eprintln!(
-        "{what} down {OUTAGE:?} under load ({calls_during} failed calls): {lines} log lines, \
-         {bytes} bytes; replica CPU {cpu_outage:?} of a core during the outage; serving again \
-         {serving_again:?} after Redis restarted"
+        "{what} down {outage:?} under load ({calls_during} failed calls): {lines} log lines, \
+         {bytes} bytes; connection attempts per Redis port: {burst:?} in the first second, \
+         then {attempts_during:?} ({attempts_per_second:.1?} a second); replica CPU \
+         {cpu_outage:.3?} of a core during the outage; serving again {serving_again:?} after \
+         Redis restarted"
     );
     assert!(
-        calls_during > 100,
+        per_second(calls_during) > 20.0,
         "the load ran through the outage ({calls_during} calls)"
     );
     // a few lines a second at most, whatever the call rate
     assert!(
-        lines as u64 <= 3 * OUTAGE.as_secs(),
-        "{lines} log lines in a {OUTAGE:?} outage"
+        lines as u64 <= 3 * outage.as_secs(),
+        "{lines} log lines in a {outage:?} outage"
     );
+    // reconnects back off: after the first second, a few a second per Redis, whatever the
+    // call rate (on the Sentinel master's port, the three Sentinels' own attempts are
+    // counted too)
+    for (port, n) in redis.ports().iter().zip(&attempts_per_second) {
+        assert!(
+            *n <= 10.0,
+            "{n:.1} connection attempts a second to port {port} while it was down \
+             ({} calls a second)",
+            per_second(calls_during)
+        );
+    }
     assert!(
         serving_again < Duration::from_secs(3),
         "serving again only {serving_again:?} after Redis came back"
