@@ -145,8 +145,8 @@ impl ClusterTarget {
 }
 
 /// Runs `f` on the command connection. When it times out, or is abandoned by a caller's
-/// timeout, the connection is retired (see [`ClusterTarget::retire`]). While the Cluster
-/// cannot be reached at all, calls fail at once and only one at a time tries (`gate.rs`).
+/// timeout, the connection is retired (see [`ClusterTarget::retire`]). While no node of the
+/// Cluster can be reached, calls fail at once and only one at a time tries (`gate.rs`).
 pub async fn call<T, F, Fut>(target: &ClusterTarget, f: F) -> RedisResult<T>
 where
     F: FnOnce(ClusterConnection) -> Fut,
@@ -165,7 +165,7 @@ where
     let commands = match target.commands().await {
         Ok(c) => c,
         Err(e) => {
-            note(target, &e);
+            target.note(evidence(&e, true));
             return Err(e);
         }
     };
@@ -176,31 +176,55 @@ where
     let r = f(commands.conn).await;
     if !matches!(&r, Err(e) if e.is_timeout()) {
         guard.commands = None;
-        match &r {
-            Ok(_) => target.gate.reached(),
-            Err(e) => note(target, e),
-        }
+        target.note(match &r {
+            Ok(_) => Evidence::Answered,
+            Err(e) => evidence(e, false),
+        });
     }
     r
 }
 
-/// Tells the gate whether a failed call reached Redis: an error Redis answered with did.
-fn note(target: &ClusterTarget, e: &redis::RedisError) {
-    let unreachable = e.is_io_error()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
-    if !unreachable {
-        target.gate.reached();
-    } else if target.gate.unreachable() {
-        // the next attempt connects anew (see gate.rs), without a log line per attempt
-        *target.slot() = None;
+/// What the outcome of one call says about the Cluster as a whole.
+#[derive(Debug, PartialEq, Eq)]
+enum Evidence {
+    /// A node answered (perhaps with an error).
+    Answered,
+    /// No node could be reached: the client has no connection to any, or a new connection
+    /// reached none of the seed nodes.
+    NoneReachable,
+    /// Nothing about the whole: one node did not answer, or not in time. (In a partial
+    /// outage the client sends what it can to the nodes that are up.)
+    Nothing,
+}
+
+fn evidence(e: &redis::RedisError, connecting: bool) -> Evidence {
+    use redis::ErrorKind;
+    match e.kind() {
+        ErrorKind::Server(_) | ErrorKind::Extension => Evidence::Answered,
+        // "No connections found" carries no node address; "Requested connection not found"
+        // names the one node it lacks
+        ErrorKind::ClusterConnectionNotFound if e.detail().is_none() => Evidence::NoneReachable,
+        ErrorKind::Io if connecting => Evidence::NoneReachable,
+        _ => Evidence::Nothing,
     }
 }
 
-/// Retires the connection (and tells the gate the call did not get through) when dropped
-/// still holding it: the call timed out or was abandoned.
+impl ClusterTarget {
+    fn note(&self, evidence: Evidence) {
+        match evidence {
+            Evidence::Answered => self.gate.reached(),
+            Evidence::NoneReachable => {
+                if self.gate.unreachable() {
+                    // the next attempt connects anew (see gate.rs), without a log line each
+                    *self.slot() = None;
+                }
+            }
+            Evidence::Nothing => {}
+        }
+    }
+}
+
+/// Retires the connection when dropped still holding it: the call timed out or was abandoned.
 struct RetireUnlessDone<'a> {
     target: &'a ClusterTarget,
     commands: Option<Commands>,
@@ -209,11 +233,7 @@ struct RetireUnlessDone<'a> {
 impl Drop for RetireUnlessDone<'_> {
     fn drop(&mut self) {
         if let Some(failed) = self.commands.take() {
-            if self.target.gate.unreachable() {
-                *self.target.slot() = None;
-            } else {
-                self.target.retire(&failed);
-            }
+            self.target.retire(&failed);
         }
     }
 }
@@ -232,4 +252,37 @@ pub fn all_masters() -> RoutingInfo {
         MultipleNodeRoutingInfo::AllMasters,
         Some(ResponsePolicy::AllSucceeded),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind, RedisError};
+
+    #[test]
+    fn only_a_cluster_with_no_node_reachable_counts_against_the_gate() {
+        let none: RedisError =
+            (ErrorKind::ClusterConnectionNotFound, "No connections found").into();
+        let one: RedisError = (
+            ErrorKind::ClusterConnectionNotFound,
+            "Requested connection not found",
+            "127.0.0.1:7001".to_owned(),
+        )
+            .into();
+        let refused: RedisError =
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert_eq!(evidence(&none, false), Evidence::NoneReachable);
+        assert_eq!(evidence(&one, false), Evidence::Nothing);
+        // a node's connection refused: that node, not the Cluster
+        assert_eq!(evidence(&refused, false), Evidence::Nothing);
+        // a new connection that reached no seed node
+        assert_eq!(evidence(&refused, true), Evidence::NoneReachable);
+        // Redis answered, if only with an error
+        let loading: RedisError = (
+            ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+            "loading",
+        )
+            .into();
+        assert_eq!(evidence(&loading, false), Evidence::Answered);
+    }
 }

@@ -3,17 +3,20 @@
 //! The Cluster client recovers by itself: a command that finds every node gone makes it
 //! reconnect to the seed nodes. It does so for every command, without waiting, so during an
 //! outage each call was one more round of connection attempts (and, before the log throttle,
-//! one more log line). The gate stands in front of it: once calls have failed to reach Redis
-//! several times in a row and none has got through for a while, calls fail at once, and one
-//! call at a time goes through to try again, after 25 ms, then 50, 100, ... at most 500 ms.
+//! one more log line). The gate stands in front of it: once calls have found no node
+//! reachable several times in a row and none has got through for a while, calls fail at once,
+//! and one call at a time goes through to try again, after 25 ms, then 50, 100, ... at most
+//! 500 ms.
 //! The first call that reaches Redis opens the way for all. While closed, the connection is
 //! dropped and each attempt makes a new one: the client's own recovery retries in a tight
 //! loop for as long as a command waits, one attempt per node each time round, so one waiting
 //! call cost dozens of connection attempts; a new connection to nodes that are down fails
 //! with one.
 //!
-//! A Cluster that is only partly down never trips it: calls to the live masters keep
-//! succeeding, and those to the dead one go on to the client, which reconnects that node only.
+//! A Cluster that is only partly down never trips it: only a call that finds no connection to
+//! any node (or a new connection that reaches no seed node) counts against it (`cluster.rs`
+//! decides), calls to the live masters keep succeeding, and those to a dead one go on to the
+//! client, which reconnects that node only.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

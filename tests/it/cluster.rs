@@ -366,6 +366,57 @@ async fn a_master_going_down_gives_unavailable_and_service_resumes_when_it_retur
 }
 
 #[tokio::test]
+async fn without_full_coverage_a_dead_master_stops_only_its_own_elections() {
+    // Redis answers for the live masters' slots while another is down only when told to;
+    // the replica must not refuse those calls either (its outage gate counts only a Cluster
+    // with no node reachable)
+    let mut cluster = RedisCluster::start(3).await;
+    for node in &cluster.nodes {
+        let mut conn = node.connection().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("cluster-require-full-coverage")
+            .arg("no")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG SET");
+    }
+    let p = prefix("cl-part");
+    let mut s = cluster_settings(&cluster, &p);
+    s.redis_timeout_ms = 300;
+    let replica = Replica::start(s).await;
+    let dead_key = term_key(&p, "dead");
+    let owner = cluster
+        .owner_of(slot_of(&cluster.nodes[0], &dead_key).await)
+        .await;
+    let mut live_name = String::from("up0");
+    for i in 1.. {
+        let slot = slot_of(&cluster.nodes[0], &term_key(&p, &live_name)).await;
+        if cluster.owner_of(slot).await != owner {
+            break;
+        }
+        live_name = format!("up{i}");
+    }
+    let mut dead = replica.client("dead", "c1").await;
+    dead.enter().await.unwrap();
+    let mut live = dead.acting_as(&live_name, "c1");
+    live.enter().await.unwrap();
+
+    cluster.nodes[owner].stop().await;
+    // before and past the node timeout (2 s), when the others mark the master failed
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    let mut i = 0;
+    while std::time::Instant::now() < until {
+        expect_code(dead.get_term().await, tonic::Code::Unavailable);
+        if let Err(e) = live.get_term().await {
+            panic!("call {i} on a live master's election failed while another was down: {e:?}");
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn with_wait_replicas_on_a_cluster_an_acknowledged_change_is_on_the_shards_replica() {
     let mut cluster = RedisCluster::start_with_replicas(3).await;
     let p = prefix("cl-wait");
