@@ -192,13 +192,19 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
             .expect("client")
     };
 
-    // watchers: one per election and replica count, each a client-crate watch that moves to
-    // another replica when its stream ends
+    // watchers: per election, one starting on each replica (its client's endpoints rotated),
+    // each a client-crate watch that moves to another replica when its stream ends
     let watched: Watched = Arc::default();
     let mut watchers = Vec::new();
     for (e, name) in ELECTIONS.iter().enumerate() {
         for w in 0..REPLICAS {
-            let mut watch = client(Duration::from_secs(2)).watch(name);
+            let mut rotated = endpoints.clone();
+            rotated.rotate_left(w);
+            let mut watch = Client::builder(rotated)
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("client")
+                .watch(name);
             let watched = watched.clone();
             watchers.push(tokio::spawn(async move {
                 loop {
