@@ -16,16 +16,21 @@ pub struct Namespace {
     pub ns_ip: String,
 }
 
-fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip")
+/// Runs one of iproute2's commands (`ip`, `tc`); it must succeed.
+fn run(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
         .args(args)
         .output()
-        .expect("iproute2's ip is installed");
+        .unwrap_or_else(|e| panic!("iproute2's {program} runs: {e}"));
     assert!(
         out.status.success(),
-        "ip {args:?}: {}",
+        "{program} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn ip(args: &[&str]) {
+    run("ip", args);
 }
 
 impl Namespace {
@@ -123,16 +128,7 @@ impl Namespace {
             } else {
                 args.extend(["qdisc", "del", "dev", dev.as_str(), "root"]);
             }
-            let program = if netns.is_some() { "ip" } else { "tc" };
-            let out = std::process::Command::new(program)
-                .args(&args)
-                .output()
-                .expect("iproute2's tc is installed");
-            assert!(
-                out.status.success(),
-                "{program} {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            run(if netns.is_some() { "ip" } else { "tc" }, &args);
         }
     }
 }
