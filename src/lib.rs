@@ -109,7 +109,7 @@ pub enum RunError {
 /// connection had sent: one socket write per event. With it off the writer runs after the
 /// connection's streams have queued theirs, and one write carries them all. Measured with
 /// `election-bench --scenarios fanout` (10,000 streams, 3 replicas): replica CPU per delivered
-/// event 8.8 → 4.3 µs; unary calls are not slower.
+/// event about halved (docs/BENCHMARKS.md); unary calls are not slower.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
