@@ -7,6 +7,7 @@ if is_candidate(caller) then
   refresh(caller, false)
   return finish('ok')
 end
+local max_candidates, max_bytes = limits()
 if redis.call('ZCARD', lease_key) >= max_candidates then
   return finish('too_many')
 end

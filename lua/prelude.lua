@@ -40,7 +40,7 @@
 -- run one at a time, and nothing carries over from one call to the next.
 
 local term_key, lease_key, index_key, channel, election, caller
-local ttl, max_candidates, max_bytes
+local ttl, max_candidates_arg, max_bytes_arg
 local clock, now_us, now_ms, lease_until, lease_arg
 -- The election as loaded: `raw` is the stored string (nil: never used), `head` its header
 -- line without the line feed, `list` the candidate lines. Split lazily: reads need neither.
@@ -55,17 +55,32 @@ local noted, earliest, reindex_all
 local function start(keys, argv)
   term_key, lease_key, index_key = keys[1], keys[2], keys[3]
   channel, election, caller = argv[1], argv[5], argv[4]
-  ttl, max_candidates, max_bytes = tonumber(argv[2]), tonumber(argv[3]), tonumber(argv[6])
+  -- numbers only an operation that needs them reads: each tonumber is a strtod, and a read
+  -- needs none of these
+  ttl, max_candidates_arg, max_bytes_arg = tonumber(argv[2]), argv[3], argv[6]
   clock = redis.call('TIME')
   now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   now_ms = math.floor(now_us / 1000)
   lease_until = now_ms + ttl
-  -- as a command argument, formatted once (Redis formats a Lua number with '%.17g' each time)
-  lease_arg = string.format('%d', lease_until)
+  lease_arg = nil
   raw, head, list = nil, nil, nil
   changed, expired = false, 0
   m1, s1, m2, s2 = nil, nil, nil, nil
   noted, earliest, reindex_all = false, nil, false
+end
+
+-- The most candidates, and the most bytes of candidate lines, the election may hold.
+local function limits()
+  return tonumber(max_candidates_arg), tonumber(max_bytes_arg)
+end
+
+-- A lease granted now, as a command argument: formatted once per call, when first needed
+-- (Redis would format a Lua number with '%.17g' each time).
+local function lease()
+  if not lease_arg then
+    lease_arg = string.format('%d', lease_until)
+  end
+  return lease_arg
 end
 
 local function split()
@@ -154,6 +169,20 @@ local function look()
   earliest = s1
 end
 
+-- The earliest lease alone, for a call that changes no lease itself: the lease index holds
+-- it (kept exact by every change), one score instead of two members and their scores. An
+-- election the index does not list (leases never granted, or granted while expiry was off)
+-- is looked at in full.
+local function peek()
+  local s = redis.call('ZSCORE', index_key, election)
+  if not s then
+    look()
+    return
+  end
+  s1 = tonumber(s)
+  earliest = s1
+end
+
 -- Notes that member `c` now has lease `score` (it may be new).
 local function noted_set(c, score)
   if noted then
@@ -193,7 +222,7 @@ local function expire()
   reindex_all = true
   local unleased = redis.call('ZRANGEBYSCORE', lease_key, '0', '0')
   for _, c in ipairs(unleased) do
-    redis.call('ZADD', lease_key, lease_arg, c)
+    redis.call('ZADD', lease_key, lease(), c)
   end
   local dead = redis.call('ZRANGEBYSCORE', lease_key, '(0', now_ms)
   if #dead == 0 then
@@ -227,10 +256,15 @@ local function expire()
 end
 
 -- Loads the election and applies expiry: how every operation but Create and Delete starts.
-local function begin()
+-- `reading`: the call will change no lease itself (a GetTerm without a client id).
+local function begin(reading)
   local exists = load()
   if ttl > 0 then
-    look()
+    if reading then
+      peek()
+    else
+      look()
+    end
     expire()
   end
   return exists
@@ -252,8 +286,8 @@ local function refresh(c, join)
     return
   end
   if join then
-    redis.call('ZADD', lease_key, lease_arg, c)
-  elseif redis.call('ZADD', lease_key, 'XX', 'CH', lease_arg, c) == 0 then
+    redis.call('ZADD', lease_key, lease(), c)
+  elseif redis.call('ZADD', lease_key, 'XX', 'CH', lease(), c) == 0 then
     -- not a candidate (or its lease was already this one): nothing moved
     if not is_candidate(c) then
       return

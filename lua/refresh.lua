@@ -4,6 +4,6 @@
 -- brought back.
 -- KEYS, ARGV[1..6]: see prelude.lua (ARGV[4], the caller, may be "").
 -- Returns { "ok", term, expired }.
-begin()
+begin(caller == '')
 refresh(caller, false)
 return finish('ok')

@@ -26,7 +26,7 @@ end
 redis.call('DEL', lease_key)
 local score = '0'
 if ttl > 0 then
-  score = lease_arg
+  score = lease()
 end
 local batch = {}
 for i = 8, #ARGV do
