@@ -14,13 +14,13 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::binary::electiond_binary;
 use crate::harness::*;
 
-/// How long Redis stays down: `OUTAGE_SECONDS`, a minute by default.
+/// How long Redis stays down: `OUTAGE_SECONDS` (at least 4), a minute by default.
 fn outage() -> Duration {
-    let seconds = std::env::var("OUTAGE_SECONDS")
+    let seconds: u64 = std::env::var("OUTAGE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    Duration::from_secs(seconds)
+    Duration::from_secs(seconds.max(4))
 }
 
 /// Counts the TCP connection attempts (SYN packets) to some local ports, with one `iptables`
@@ -40,10 +40,13 @@ impl Attempts {
     }
 
     fn count(ports: Vec<u16>) -> Self {
-        for p in &ports {
-            assert!(Self::rule("-I", *p), "iptables counts SYNs to port {p}");
+        // each rule is noted as soon as it is in, so that a failure removes those before it
+        let mut a = Self { ports: Vec::new() };
+        for p in ports {
+            assert!(Self::rule("-I", p), "iptables counts SYNs to port {p}");
+            a.ports.push(p);
         }
-        Self { ports }
+        a
     }
 
     /// Attempts so far, per port.
