@@ -6,7 +6,7 @@
 //! operation is one script on the master of the election's slot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
@@ -17,9 +17,13 @@ use redis::{ProtocolVersion, PushInfo, RedisResult};
 use tokio::sync::{mpsc, Mutex};
 
 use super::gate::Gate;
+use crate::telemetry::Throttle;
 
 /// How often the Cluster client retries one command (see [`ClusterTarget::builder`]).
 const RETRIES: u32 = 4;
+
+/// The shortest time between two retirements of the command connection.
+const RETIRE_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the Cluster is and how to talk to it.
 pub struct ClusterTarget {
@@ -35,6 +39,8 @@ pub struct ClusterTarget {
     generations: AtomicU64,
     /// Fails calls at once while the Cluster cannot be reached at all (`gate.rs`).
     gate: Gate,
+    /// When a command connection was last retired (see [`ClusterTarget::retire`]).
+    last_retired: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The command connection, numbered so that only the one that failed is replaced.
@@ -56,6 +62,7 @@ impl ClusterTarget {
             connecting: Mutex::new(()),
             generations: AtomicU64::new(0),
             gate: Gate::default(),
+            last_retired: std::sync::Mutex::new(None),
         };
         target.builder().build()?;
         Ok(target)
@@ -107,19 +114,34 @@ impl ClusterTarget {
         self.commands.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops `failed` (unless it was already replaced), so the next operation connects anew.
+    /// Drops `failed` (unless it was already replaced), so the next operation connects anew;
+    /// at most once a second.
     ///
     /// redis-rs's cluster connection recovers from most failures by itself, but its slot-map
     /// refresh can wait forever (seen under load while a slot migrates), after which every
-    /// command on it times out. A command that timed out therefore retires the connection.
+    /// command on it times out. A command that timed out therefore retires the connection. But
+    /// while one master is down every call on its slots times out too, and each new connection
+    /// tries every node again: hence the once a second, and a log line at most every 5 s.
     pub fn retire(&self, failed: &Commands) {
+        static RETIRED: Throttle = Throttle::new(Duration::from_secs(5));
+        let now = Instant::now();
+        let mut last = self.last_retired.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.saturating_duration_since(t) < RETIRE_AT_MOST_EVERY) {
+            return;
+        }
         let mut current = self.slot();
         if current
             .as_ref()
             .is_some_and(|c| c.generation == failed.generation)
         {
-            tracing::warn!("redis cluster connection stopped answering; connecting anew");
+            if let Some(held) = RETIRED.allow() {
+                tracing::warn!(
+                    similar_not_logged = held,
+                    "redis cluster connection stopped answering; connecting anew"
+                );
+            }
             *current = None;
+            *last = Some(now);
         }
     }
 
@@ -246,6 +268,28 @@ pub fn master_of(key: &str) -> RoutingInfo {
     )))
 }
 
+/// Routes a command to any one node.
+pub fn any_node() -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)
+}
+
+/// Whether a `CLUSTER INFO` reply says the Cluster serves every slot (`cluster_state:ok`).
+pub fn state_ok(info: &redis::Value) -> RedisResult<()> {
+    let text = match info {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text.clone(),
+        _ => String::new(),
+    };
+    if text.lines().any(|l| l.trim() == "cluster_state:ok") {
+        Ok(())
+    } else {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+            "the cluster reports cluster_state other than ok",
+        )))
+    }
+}
+
 /// Routes a command to every master, succeeding only when all do.
 pub fn all_masters() -> RoutingInfo {
     RoutingInfo::MultiNode((
@@ -284,5 +328,18 @@ mod tests {
         )
             .into();
         assert_eq!(evidence(&loading, false), Evidence::Answered);
+    }
+
+    #[test]
+    fn health_needs_the_cluster_to_say_its_state_is_ok() {
+        let info = |state: &str| {
+            redis::Value::BulkString(
+                format!("cluster_enabled:1\r\ncluster_state:{state}\r\ncluster_slots_assigned:16384\r\n")
+                    .into_bytes(),
+            )
+        };
+        assert!(state_ok(&info("ok")).is_ok());
+        assert!(state_ok(&info("fail")).is_err());
+        assert!(state_ok(&redis::Value::Nil).is_err());
     }
 }

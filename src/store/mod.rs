@@ -403,10 +403,17 @@ impl Store {
                     pool::check(conn, r)?;
                 }
                 Backend::Cluster(c) => {
-                    // every master must answer: each holds a share of the elections
+                    // every master must answer: each holds a share of the elections. The
+                    // client leaves out a master it has no connection to, so the Cluster's own
+                    // view is asked too: with a master down it says `fail` (under Redis's
+                    // default cluster-require-full-coverage) once its nodes agree.
                     cluster::call(c, |mut conn| async move {
                         conn.route_command(redis::cmd("PING"), cluster::all_masters())
-                            .await
+                            .await?;
+                        let mut info = redis::cmd("CLUSTER");
+                        info.arg("INFO");
+                        let info = conn.route_command(info, cluster::any_node()).await?;
+                        cluster::state_ok(&info)
                     })
                     .await?;
                 }
