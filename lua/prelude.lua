@@ -171,8 +171,8 @@ end
 
 -- The earliest lease alone, for a call that changes no lease itself: the lease index holds
 -- it (kept exact by every change), one score instead of two members and their scores. An
--- election the index does not list (leases never granted, or granted while expiry was off)
--- is looked at in full.
+-- election the index does not list (no lease granted yet, or candidates that entered while
+-- expiry was off) is looked at in full.
 local function peek()
   local s = redis.call('ZSCORE', index_key, election)
   if not s then
