@@ -133,36 +133,28 @@ impl Backend {
         };
     }
 
-    /// The Redis ports the replica connects to (not the Sentinels').
-    fn ports(&self) -> Vec<u16> {
+    /// The Redis servers the outage takes down (never the Sentinels).
+    fn downed(&mut self) -> Vec<&mut RedisServer> {
         match self {
-            Backend::One(r) | Backend::Sentinel { master: r, .. } => vec![r.port],
-            Backend::Cluster(c) => c.nodes.iter().map(|n| n.port).collect(),
-            Backend::ClusterMaster(c) => vec![c.nodes[0].port],
+            Backend::One(r) | Backend::Sentinel { master: r, .. } => vec![&mut **r],
+            Backend::Cluster(c) => c.nodes.iter_mut().collect(),
+            Backend::ClusterMaster(c) => c.nodes.iter_mut().take(1).collect(),
         }
     }
 
+    fn ports(&mut self) -> Vec<u16> {
+        self.downed().iter().map(|r| r.port).collect()
+    }
+
     async fn stop(&mut self) {
-        match self {
-            Backend::One(r) | Backend::Sentinel { master: r, .. } => r.stop().await,
-            Backend::Cluster(c) => {
-                for n in &mut c.nodes {
-                    n.stop().await;
-                }
-            }
-            Backend::ClusterMaster(c) => c.nodes[0].stop().await,
+        for r in self.downed() {
+            r.stop().await;
         }
     }
 
     async fn restart(&mut self) {
-        match self {
-            Backend::One(r) | Backend::Sentinel { master: r, .. } => r.restart().await,
-            Backend::Cluster(c) => {
-                for n in &mut c.nodes {
-                    n.restart().await;
-                }
-            }
-            Backend::ClusterMaster(c) => c.nodes[0].restart().await,
+        for r in self.downed() {
+            r.restart().await;
         }
     }
 }
