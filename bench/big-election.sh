@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# What one operation on a big election costs Redis, operation by operation, in instructions
+# (callgrind: repeatable on a noisy machine, where microseconds are not; `election-bench
+# --scenarios big` gives the time). While a function runs, every other election on that Redis
+# waits.
+#
+# Starts a private redis-server under callgrind (collecting only inside FCALL and EVALSHA), one
+# electiond against it with leases of an hour (so nothing expires mid-run), restores one
+# election of CANDIDATES - CALLS candidates with 27-byte ids (so that the Enters bring it to
+# CANDIDATES, the default limit), then makes CALLS calls of each kind with
+# electionctl, each kind on its own: GetTerm, Enter of a new candidate (appended at the end),
+# Withdraw of those again, Evict, Promote and Anoint of candidates in the middle.
+#
+#   bench/big-election.sh [path/to/electiond]     (default: target/release/electiond)
+#   CANDIDATES=10000 CALLS=20 bench/big-election.sh
+#
+# Needs valgrind and a release build (cargo build --release). Pass an older build's electiond
+# to compare before and after a change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/electiond}
+CTL=target/release/electionctl
+N=${CANDIDATES:-10000}
+CALLS=${CALLS:-20}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+rport=$(free_port)
+valgrind --tool=callgrind --callgrind-out-file="$work/cg" \
+  --toggle-collect=fcallCommand --toggle-collect=evalShaCommand \
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+  >"$work/redis.log" 2>&1 &
+redis_pid=$!
+pids+=("$redis_pid")
+until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.2; done
+gport=$(free_port)
+ELECTION_REDIS_URL="redis://127.0.0.1:$rport" ELECTION_LISTEN_ADDR="127.0.0.1:$gport" \
+  ELECTION_METRICS_ADDR= ELECTION_LOG_LEVEL=warn ELECTION_LEASE_TTL_MS=3600000 \
+  ELECTION_REDIS_TIMEOUT_MS=30000 "$BIN" 2>>"$work/electiond.log" &
+pids+=("$!")
+until (echo >"/dev/tcp/127.0.0.1/$gport") 2>/dev/null; do sleep 0.2; done
+ctl() { "$CTL" --endpoints "127.0.0.1:$gport" --timeout 60s "$@" >/dev/null; }
+id() { printf 'candidate-%05d-of-the-fleet' "$1"; }
+
+python3 -c "
+import json
+ids = ['candidate-%05d-of-the-fleet' % i for i in range($N - $CALLS)]
+print(json.dumps({'id': 1, 'leader': ids[0], 'candidates': ids}))" | ctl restore big
+echo "one election of $((N - CALLS)) candidates ($(redis-cli -p "$rport" --scan --pattern '*big*' |
+  while read -r k; do [ "$(redis-cli -p "$rport" type "$k")" = string ] &&
+    redis-cli -p "$rport" strlen "$k"; done) bytes stored), $CALLS calls each"
+
+dumps=0
+phase() {
+  local name=$1
+  shift
+  callgrind_control -z "$redis_pid" >/dev/null 2>&1
+  for i in $(seq 1 "$CALLS"); do "$@" "$i"; done
+  callgrind_control -d "$redis_pid" >/dev/null 2>&1
+  dumps=$((dumps + 1))
+  local total
+  total=$(sed -n 's/^totals: *//p' "$work/cg.$dumps" | head -1)
+  printf '%-30s %10d instructions per call\n' "$name" $((total / CALLS))
+}
+get() { ctl get big; }
+enter() { ctl enter --id "$(id $((N - CALLS - 1 + $1)))" big; }
+withdraw() { ctl withdraw --id "$(id $((N - CALLS - 1 + $1)))" big; }
+evict() { ctl evict big "$(id $((N / 2 + $1)))"; }
+promote() { ctl promote big "$(id $((N / 4 + $1 * 2)))"; }
+anoint() { ctl anoint big "$(id $((N / 4 * 3 + $1)))"; }
+
+phase "GetTerm (no client id)" get
+phase "Enter (appended at the end)" enter
+phase "Withdraw (the last ones)" withdraw
+phase "Evict (from the middle)" evict
+phase "Promote (in the middle)" promote
+phase "Anoint (from the middle)" anoint
