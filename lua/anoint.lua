@@ -7,11 +7,10 @@ refresh(caller, false)
 if not is_candidate(candidate) then
   return finish('not_candidate')
 end
-split()
-local at = assert(position(candidate), 'a member without a line')
-if at > 1 then
-  remove_line(at, candidate)
-  list = candidate .. '\n' .. list
+local i = assert(position(candidate), 'a member without a line')
+if i > from then
+  remove_line(i, candidate)
+  front = candidate .. '\n'
   changed = true
 end
 return finish('ok')

@@ -6,7 +6,11 @@
 --
 -- Every operation takes the same KEYS and leading ARGV:
 --   KEYS[1]  the election's term: one string, a header line and then one line per candidate,
---            leader first:  "<id> <rev> <ts> <tsn>\n<leader>\n<second>\n..."
+--            leader first:  "<id> <rev> <ts> <tsn>\n<leader>\n<second>\n..."; over 2 KB of
+--            candidates, the header's numbers are zero-padded to a fixed width, so that an
+--            append to a big election rewrites the header in place (SETRANGE) and adds its line
+--            (APPEND) without the list ever passing through Lua (see `header`); terms stored
+--            by earlier versions (one JSON object) get this form on their next change
 --   KEYS[2]  the election's members: sorted set, candidate -> lease expiry (Redis clock, ms),
 --            or 0 for a candidate that entered while expiry was off; it holds exactly the
 --            candidates, so membership and the count are read here, not from KEYS[1]
@@ -21,8 +25,14 @@
 --   ARGV[7..] operation-specific (see each file)
 -- Candidate ids arrive escaped by the service ("\" as "\\", a line feed as "\n"), so a line
 -- feed in the term only ever ends a candidate, and the functions never decode or re-encode the
--- candidate list: they cut and join it as a string. An operation's Lua work grows with what it
--- changes, not with the election's size (a mass expiry rebuilds the list once).
+-- candidate list: they cut and join it as a string.
+--
+-- What a big election costs is the strings Lua makes: Redis 7.0's Lua hashes every byte of
+-- every string it creates (a 280 KB term costs about 0.6 ms to bring in with GET alone). So a
+-- change is kept as an edit pending on the stored string and joined with the new header in one
+-- concatenation at the end: GET, the pieces kept, the new term, three strings of the term's
+-- size where cutting and joining step by step made five. A join at the end of a big election
+-- makes one (see enter.lua).
 --
 -- Every operation returns { status, term, expired } where term is the string above (after the
 -- operation), status is "ok" or a rejection ("not_candidate", "too_many", "too_big",
@@ -42,9 +52,15 @@
 local term_key, lease_key, index_key, channel, election, caller
 local ttl, max_candidates_arg, max_bytes_arg
 local clock, now_us, now_ms, lease_until, lease_arg
--- The election as loaded: `raw` is the stored string (nil: never used), `head` its header
--- line without the line feed, `list` the candidate lines. Split lazily: reads need neither.
-local raw, head, list
+-- The election as loaded, on first use: `raw` is the stored string (nil: no such election;
+-- false: not read yet), `head` its header line without the line feed.
+local raw, head
+-- The candidate list as it stands after this call's changes so far: the bytes of `body` from
+-- `from` on (at first `body` is `raw`, and the list starts after its header), with one edit
+-- pending on them (the `cut` bytes at `at` replaced by `put`), `front` before them and `tail`
+-- after them. `split` sets all of it up (nil `body`: not yet); nothing is joined until the end.
+-- (Every Lua instruction counts here: `start` resets only what `split` does not set.)
+local body, from, at, cut, put, front, tail
 local changed, expired
 -- The lease index is kept exact without reading the whole member set: the two earliest leases
 -- as they were before this call, and what the changes so far did to the earliest. One change
@@ -63,7 +79,7 @@ local function start(keys, argv)
   now_ms = math.floor(now_us / 1000)
   lease_until = now_ms + ttl
   lease_arg = nil
-  raw, head, list = nil, nil, nil
+  raw, head, body = false, nil, nil
   changed, expired = false, 0
   m1, s1, m2, s2 = nil, nil, nil, nil
   noted, earliest, reindex_all = false, nil, false
@@ -83,50 +99,22 @@ local function lease()
   return lease_arg
 end
 
-local function split()
-  if list then
-    return
-  end
-  if not raw then
-    head, list = '0 0 0 0', ''
-    return
-  end
-  local nl = string.find(raw, '\n', 1, true)
-  head, list = string.sub(raw, 1, nl - 1), string.sub(raw, nl + 1)
-end
+-- Candidate lists of at least this many bytes get the fixed-width header, which lets an
+-- Enter append in place (see enter.lua). Smaller ones keep the short form: its numbers are
+-- cheaper to format and parse, and their strings cost little to remake.
+local FIXED_FROM = 2048
+-- The header in fixed form is 62 bytes: "%020d %020d <seconds> <microseconds, 6 digits>000"
+-- (TIME's seconds have 10 digits until the year 2286; a header of another length is simply
+-- not taken for the fixed form).
+local FIXED_LENGTH = 62
 
--- The line of `s` that starts at `from`, or '' when there is none.
-local function line_at(s, from)
-  local nl = string.find(s, '\n', from, true)
-  if not nl then
-    return ''
+-- The header of a change made now (without its line feed), for a list of `bytes` bytes.
+local function header(id, rev, bytes)
+  if bytes < FIXED_FROM then
+    return string.format('%d %d %s %s000', id, rev, clock[1], clock[2])
   end
-  return string.sub(s, from, nl - 1)
-end
-
--- The leader as stored before this execution.
-local function stored_leader()
-  if not raw then
-    return ''
-  end
-  return line_at(raw, string.find(raw, '\n', 1, true) + 1)
-end
-
--- Where candidate `c`'s line starts in the list, or nil.
-local function position(c)
-  local n = #c
-  if string.sub(list, 1, n + 1) == c .. '\n' then
-    return 1
-  end
-  local at = string.find(list, '\n' .. c .. '\n', 1, true)
-  if at then
-    return at + 1
-  end
-  return nil
-end
-
-local function remove_line(at, c)
-  list = string.sub(list, 1, at - 1) .. string.sub(list, at + #c + 1)
+  return string.format('%020d %020d %s %s%s000', id, rev, clock[1],
+    string.rep('0', 6 - #clock[2]), clock[2])
 end
 
 -- Converts a term stored by an earlier version (one JSON object, raw candidate ids) in place.
@@ -161,6 +149,84 @@ local function load()
     upgrade()
   end
   return true
+end
+
+-- Sets up the candidate list (see `body` above), loading the election first if need be.
+local function split()
+  if body then
+    return
+  end
+  if raw == false then
+    load()
+  end
+  at, cut, put, front, tail = nil, 0, '', '', ''
+  if not raw then
+    head, body, from = '0 0 0 0', '', 1
+    return
+  end
+  local nl = string.find(raw, '\n', 1, true)
+  head, body, from = string.sub(raw, 1, nl - 1), raw, nl + 1
+end
+
+-- The line of `s` that starts at `i`, or '' when there is none.
+local function line_at(s, i)
+  local nl = string.find(s, '\n', i, true)
+  if not nl then
+    return ''
+  end
+  return string.sub(s, i, nl - 1)
+end
+
+-- The leader as stored before this execution.
+local function stored_leader()
+  if not raw then
+    return ''
+  end
+  return line_at(raw, string.find(raw, '\n', 1, true) + 1)
+end
+
+-- Joins what is pending into `body` alone, before a second edit.
+local function settle()
+  local before, after
+  if at then
+    before, after = string.sub(body, from, at - 1), string.sub(body, at + cut)
+  else
+    before, after = string.sub(body, from), ''
+  end
+  body, from = front .. before .. put .. after .. tail, 1
+  at, cut, put, front, tail = nil, 0, '', '', ''
+end
+
+-- The candidate list as one string.
+local function list_string()
+  split()
+  if at or from > 1 or front ~= '' or tail ~= '' then
+    settle()
+  end
+  return body
+end
+
+-- Where candidate `c`'s line starts in `body`, or nil (after settling an earlier edit).
+local function position(c)
+  split()
+  if at or front ~= '' or tail ~= '' then
+    settle()
+  end
+  local line = c .. '\n'
+  if string.sub(body, from, from + #c) == line then
+    return from
+  end
+  -- the byte before `from` is the header's line feed, when there is a header
+  local i = string.find(body, '\n' .. line, from > 1 and from - 1 or 1, true)
+  if i then
+    return i + 1
+  end
+  return nil
+end
+
+-- Removes candidate `c`'s line, at `i` from `position`.
+local function remove_line(i, c)
+  at, cut, put = i, #c + 1, ''
 end
 
 local function look()
@@ -234,9 +300,9 @@ local function expire()
   changed = true
   if #dead <= 8 then
     for _, c in ipairs(dead) do
-      local at = position(c)
-      if at then
-        remove_line(at, c)
+      local i = position(c)
+      if i then
+        remove_line(i, c)
       end
     end
     return
@@ -247,18 +313,21 @@ local function expire()
     gone[c] = true
   end
   local kept = {}
-  for c in string.gmatch(list, '([^\n]*)\n') do
+  for c in string.gmatch(list_string(), '([^\n]*)\n') do
     if not gone[c] then
       kept[#kept + 1] = c .. '\n'
     end
   end
-  list = table.concat(kept)
+  body, from = table.concat(kept), 1
 end
 
 -- Loads the election and applies expiry: how every operation but Create and Delete starts.
--- `reading`: the call will change no lease itself (a GetTerm without a client id).
-local function begin(reading)
-  local exists = load()
+-- `reading`: the call will change no lease itself (a GetTerm without a client id). `lazy`:
+-- load the term only when something needs it (Enter, which may append without it).
+local function begin(reading, lazy)
+  if not lazy then
+    load()
+  end
   if ttl > 0 then
     if reading then
       peek()
@@ -267,7 +336,6 @@ local function begin(reading)
     end
     expire()
   end
-  return exists
 end
 
 local function is_candidate(c)
@@ -298,10 +366,9 @@ end
 
 -- Removes a candidate's line and its member entry.
 local function drop(c)
-  split()
-  local at = position(c)
-  if at then
-    remove_line(at, c)
+  local i = position(c)
+  if i then
+    remove_line(i, c)
   end
   redis.call('ZREM', lease_key, c)
   noted_removed(c)
@@ -325,20 +392,44 @@ local function reindex()
   end
 end
 
-local function header(id, rev)
-  return string.format('%d %d %s %s000', id, rev, clock[1], clock[2])
-end
-
 -- Stores and announces the changed state. The id goes up when leadership passed to another
 -- candidate.
 local function commit()
   local id, rev = string.match(head, '^(%d+) (%d+)')
   id, rev = tonumber(id), tonumber(rev)
-  local new_leader = line_at(list, 1)
-  if new_leader ~= '' and new_leader ~= stored_leader() then
-    id = id + 1
+  local before, after = '', ''
+  if at then
+    before, after = string.sub(body, from, at - 1), string.sub(body, at + cut)
+  elseif from == 1 then
+    before = body
+  else
+    before = string.sub(body, from)
   end
-  raw = header(id, math.max(rev + 1, now_us)) .. '\n' .. list
+  -- the leader can only have changed when the list's first line was edited, or the list is
+  -- no longer the stored one, or it was empty; then it is the first line of the first piece
+  -- that has one
+  if front ~= '' or at == from or body ~= raw or from > #body then
+    local first = front
+    if first == '' then
+      first = before
+      if first == '' then
+        first = put
+        if first == '' then
+          first = after
+          if first == '' then
+            first = tail
+          end
+        end
+      end
+    end
+    local new_leader = line_at(first, 1)
+    if new_leader ~= '' and new_leader ~= stored_leader() then
+      id = id + 1
+    end
+  end
+  -- one concatenation: the new term is the only string of its size this makes (the header's
+  -- form goes by the list as it was: one change more or less does not matter)
+  raw = header(id, math.max(rev + 1, now_us), #body) .. '\n' .. front .. before .. put .. after .. tail
   redis.call('SET', term_key, raw)
   redis.call(PUBLISH_COMMAND, channel, raw)
 end
@@ -348,6 +439,23 @@ local function finish(status)
   reindex()
   if changed then
     commit()
+  elseif raw == false then
+    load()
   end
   return { status, raw or '0 0 0 0\n', expired }
+end
+
+-- Ends an Enter that appends `line` to an election of many candidates whose stored header
+-- `stored` (its first line) is in the fixed form: the header is rewritten in place and
+-- the line appended, so the list never passes through Lua; the one string of its size is the
+-- term read back for the reply and the event. The leader stays (the election has candidates,
+-- and nobody left in this call).
+local function finish_append(stored, line)
+  reindex()
+  local id, rev = string.match(stored, '^(%d+) (%d+)')
+  redis.call('SETRANGE', term_key, '0', header(tonumber(id), math.max(tonumber(rev) + 1, now_us), FIXED_FROM))
+  redis.call('APPEND', term_key, line)
+  raw = redis.call('GET', term_key)
+  redis.call(PUBLISH_COMMAND, channel, raw)
+  return { 'ok', raw, expired }
 end

@@ -8,16 +8,15 @@ refresh(caller, false)
 if not is_candidate(candidate) then
   return finish('not_candidate')
 end
-split()
-local at = assert(position(candidate), 'a member without a line')
-if at > 1 then
-  -- the line ahead ends at at - 1; find where it starts
-  local from = at - 1
-  while from > 1 and string.byte(list, from - 1) ~= 10 do
-    from = from - 1
+local i = assert(position(candidate), 'a member without a line')
+if i > from then
+  -- the line ahead ends at i - 1; find where it starts
+  local ahead = i - 1
+  while ahead > from and string.byte(body, ahead - 1) ~= 10 do
+    ahead = ahead - 1
   end
-  local ahead = string.sub(list, from, at - 2)
-  list = string.sub(list, 1, from - 1) .. candidate .. '\n' .. ahead .. '\n' .. string.sub(list, at + #candidate + 1)
+  local line = string.sub(body, ahead, i - 2)
+  at, cut, put = ahead, i + #candidate + 1 - ahead, candidate .. '\n' .. line .. '\n'
   changed = true
 end
 return finish('ok')

@@ -20,7 +20,7 @@ local new_leader = ARGV[8] or ''
 if new_leader ~= '' and new_leader ~= old and new_id == id then
   new_id = id + 1
 end
-if new_id == id and candidates == list then
+if new_id == id and candidates == list_string() then
   return finish('ok')
 end
 redis.call('DEL', lease_key)
@@ -41,7 +41,7 @@ reindex_all = true
 reindex()
 -- the id is set here, not by commit's leader rule
 local rev = tonumber(string.match(head, '^%d+ (%d+)'))
-raw = header(new_id, math.max(rev + 1, now_us)) .. '\n' .. candidates
+raw = header(new_id, math.max(rev + 1, now_us), #candidates) .. '\n' .. candidates
 redis.call('SET', term_key, raw)
 redis.call(PUBLISH_COMMAND, channel, raw)
 return { 'ok', raw, expired }

@@ -1,6 +1,7 @@
 //! Terms as the election library stores and publishes them (see `lua/prelude.lua`):
 //! `"<id> <rev> <ts> <tsn>\n"` then one line per candidate, leader first, each id escaped so
-//! that a line feed only ever ends a line. Terms stored by earlier versions (one JSON object)
+//! that a line feed only ever ends a line. Over 2 KB of candidates the numbers are zero-padded
+//! to a fixed width, which decodes the same. Terms stored by earlier versions (one JSON object)
 //! still decode; the library converts them on their next operation.
 
 use std::borrow::Cow;
@@ -124,6 +125,14 @@ mod tests {
         assert_eq!(t.revision, 17);
         assert_eq!(t.candidates, ["a", "b"]);
         assert_eq!(t.timestamp.map(|t| t.nanos), Some(5000));
+        // the fixed-width header of a big election
+        let t = decode_term(b"00000000000000000003 00001795715313594785 1795715313 000005000\na\n")
+            .expect("decodes");
+        assert_eq!((t.id, t.revision), (3, 1_795_715_313_594_785));
+        assert_eq!(
+            t.timestamp.map(|t| (t.seconds, t.nanos)),
+            Some((1_795_715_313, 5000))
+        );
         let empty = decode_term(b"0 1 0 0\n").expect("decodes");
         assert_eq!(empty.leader(), "");
         assert!(empty.candidates.is_empty());

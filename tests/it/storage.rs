@@ -1,6 +1,7 @@
 //! What Redis holds: elections stored by an earlier version keep working (ids, leases and all),
 //! ids that contain line feeds and backslashes round-trip, the election library comes back
-//! when Redis forgets it, and an election of 10,000 candidates keeps every rule.
+//! when Redis forgets it, and an election of 10,000 candidates keeps every rule, also when one
+//! joins it at the end (an append in place).
 
 use std::time::Duration;
 
@@ -51,7 +52,8 @@ async fn an_election_stored_by_an_earlier_version_keeps_its_id_leader_and_leases
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(raw.starts_with("9 "), "{raw}");
+    let id: u64 = raw.split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(id, 9, "{raw}");
     let members: Vec<String> = redis::cmd("ZRANGE")
         .arg(&k.leases)
         .arg(0)
@@ -135,17 +137,26 @@ async fn an_election_of_ten_thousand_candidates_keeps_every_rule() {
         .map(|i| format!("candidate-{i:05}-of-the-fleet"))
         .collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    // a Restore puts them all in at once (every one with a fresh lease)
+    // a Restore puts all but the last in at once (every one with a fresh lease)
     let mut admin = r.client("big", "").await;
-    admin.restore(1, &ids[0], &refs).await.unwrap();
-    let t = admin.get_term().await.unwrap();
-    assert_eq!((t.id, t.candidates.len()), (1, N));
+    admin.restore(1, &ids[0], &refs[..N - 1]).await.unwrap();
+    let mut w = admin.watch().await.unwrap();
+    // the last enters on its own: appended at the end, the leader and id as they were, and
+    // watchers get the whole list
+    let mut last = r.client("big", &ids[N - 1]).await;
+    let t = last.enter().await.unwrap();
+    assert_eq!(
+        (t.id, t.leader.as_str(), t.candidates.len()),
+        (1, &*ids[0], N)
+    );
     assert_eq!(t.candidates, ids);
+    let seen = w.until_matching(|t| t.candidates.len() == N).await;
+    assert_eq!(seen.last().unwrap().candidates, ids);
+    assert_eq!(admin.get_term().await.unwrap().candidates, ids);
 
     // one more is over the limit; changes in the middle and at both ends
     let mut extra = r.client("big", "one-too-many").await;
     expect_code(extra.enter().await, Code::ResourceExhausted);
-    let mut last = r.client("big", &ids[N - 1]).await;
     last.promote(&ids[N - 1]).await.unwrap();
     admin.evict(&ids[N / 2]).await.unwrap();
     last.withdraw().await.unwrap();
@@ -217,5 +228,102 @@ async fn a_candidate_list_over_the_byte_limit_is_refused_and_changes_nothing() {
         a.get_term().await.unwrap().brief(),
         (2, "b\\", vec!["b\\", "c"])
     );
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_append_to_an_election_of_many_candidates_keeps_the_byte_limit() {
+    let redis = RedisServer::start().await;
+    let mut s = settings(&redis, &prefix("append"));
+    // 100 lines of 29 bytes ("candidate-00000-of-the-fleet\n"), room for exactly one more
+    s.max_term_bytes = 2929;
+    let r = Replica::start(s).await;
+    let id = |i: usize| format!("candidate-{i:05}-of-the-fleet");
+    let ids: Vec<String> = (0..100).map(id).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut admin = r.client("many", "").await;
+    admin.restore(3, &ids[0], &refs).await.unwrap();
+    let t = r.client("many", &id(100)).await.enter().await.unwrap();
+    assert_eq!(
+        (t.id, t.leader.as_str(), t.candidates.len()),
+        (3, &*ids[0], 101)
+    );
+    assert_eq!(t.candidates.last(), Some(&id(100)));
+    let before = admin.get_term().await.unwrap();
+    let msg = expect_code(
+        r.client("many", &id(101)).await.enter().await,
+        Code::ResourceExhausted,
+    );
+    assert!(msg.contains("2929 bytes"), "{msg}");
+    let after = admin.get_term().await.unwrap();
+    assert_eq!(after, before, "nothing changed, not even the timestamp");
+    // the one that got in is a candidate like any other: it can leave again
+    r.client("many", &id(100)).await.withdraw().await.unwrap();
+    assert_eq!(admin.get_term().await.unwrap().candidates, ids);
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_big_election_stored_with_the_short_header_takes_the_fixed_one_and_keeps_its_id() {
+    let redis = RedisServer::start().await;
+    let p = prefix("short");
+    let k = election_keys(&p, "job");
+    let mut conn = redis.connection().await;
+    // 100 candidates of 28 bytes (2,900 bytes of lines) under the short header, as a version
+    // before the fixed one stored every election
+    let ids: Vec<String> = (0..100)
+        .map(|i| format!("candidate-{i:05}-of-the-fleet"))
+        .collect();
+    let mut raw = String::from("4 1700000000000000 1700000000 5000\n");
+    let mut leases = redis::cmd("ZADD");
+    leases.arg(&k.leases);
+    for id in &ids {
+        raw.push_str(id);
+        raw.push('\n');
+        leases.arg(32_503_680_000_000u64).arg(id);
+    }
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(&k.term)
+        .arg(&raw)
+        .ignore()
+        .add_command(leases)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored = |mut conn: redis::aio::MultiplexedConnection| {
+        let key = k.term.clone();
+        async move {
+            let raw: String = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            raw.split_once('\n').unwrap().0.to_owned()
+        }
+    };
+    let r = Replica::start(with_ttl(&redis, &p, 60_000)).await;
+    let mut admin = r.client("job", "").await;
+    assert_eq!(admin.get_term().await.unwrap().candidates, ids);
+    // the first change writes the fixed header; the id stays
+    let t = r.client("job", "x").await.enter().await.unwrap();
+    assert_eq!(
+        (t.id, t.leader.as_str(), t.candidates.len()),
+        (4, &*ids[0], 101)
+    );
+    let head = stored(conn.clone()).await;
+    assert_eq!(head.len(), 62, "{head}");
+    assert_eq!(head.split(' ').next().unwrap().parse::<u64>().unwrap(), 4);
+    // the next one appends in place, and later changes go on from it
+    let t = r.client("job", "y").await.enter().await.unwrap();
+    assert_eq!(&t.candidates[99..], [&*ids[99], "x", "y"]);
+    r.client("job", &ids[0]).await.withdraw().await.unwrap();
+    r.client("job", "x").await.withdraw().await.unwrap();
+    let t = admin.get_term().await.unwrap();
+    let mut want: Vec<&str> = ids[1..].iter().map(String::as_str).collect();
+    want.push("y");
+    assert_eq!(t.brief(), (5, &*ids[1], want));
+    assert_eq!(stored(conn).await.len(), 62);
     r.shutdown().await.unwrap();
 }
