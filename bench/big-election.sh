@@ -6,7 +6,7 @@
 #
 # Starts a private redis-server under callgrind (collecting only inside FCALL and EVALSHA), one
 # electiond against it with leases of an hour (so nothing expires mid-run), restores one
-# election of CANDIDATES - CALLS candidates with 27-byte ids (so that the Enters bring it to
+# election of CANDIDATES - CALLS candidates with 28-byte ids (so that the Enters bring it to
 # CANDIDATES, the default limit), then makes CALLS calls of each kind with
 # electionctl, each kind on its own: GetTerm, Enter of a new candidate (appended at the end),
 # Withdraw of those again, Evict, Promote and Anoint of candidates in the middle.

@@ -1,4 +1,4 @@
-//! One big election: 10,000 candidates with 27-byte ids, at the default limit (one Restore puts
+//! One big election: 10,000 candidates with 28-byte ids, at the default limit (one Restore puts
 //! in all but one per client), then GetTerm, and each client's Enter and Withdraw of the one
 //! more it may hold, through the first replica, each for at most 5 s (inside the lease TTL). What matters is
 //! how long each call holds Redis, during which every other election waits: the
