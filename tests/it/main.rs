@@ -11,6 +11,7 @@ mod events;
 mod faults;
 mod leases;
 mod liveness;
+mod model;
 mod netns;
 mod ops;
 mod outage;
