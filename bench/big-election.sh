@@ -22,31 +22,10 @@ BIN=${1:-target/release/electiond}
 CTL=target/release/electionctl
 N=${CANDIDATES:-10000}
 CALLS=${CALLS:-20}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/lib.sh
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-rport=$(free_port)
-valgrind --tool=callgrind --callgrind-out-file="$work/cg" \
-  --toggle-collect=fcallCommand --toggle-collect=evalShaCommand \
-  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
-  >"$work/redis.log" 2>&1 &
-redis_pid=$!
-pids+=("$redis_pid")
-until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.2; done
-gport=$(free_port)
-ELECTION_REDIS_URL="redis://127.0.0.1:$rport" ELECTION_LISTEN_ADDR="127.0.0.1:$gport" \
-  ELECTION_METRICS_ADDR= ELECTION_LOG_LEVEL=warn ELECTION_LEASE_TTL_MS=3600000 \
-  ELECTION_REDIS_TIMEOUT_MS=30000 "$BIN" 2>>"$work/electiond.log" &
-pids+=("$!")
-until (echo >"/dev/tcp/127.0.0.1/$gport") 2>/dev/null; do sleep 0.2; done
+start_counted_redis "$work/cg"
+start_replica "$BIN" ELECTION_LEASE_TTL_MS=3600000 ELECTION_REDIS_TIMEOUT_MS=30000
 ctl() { "$CTL" --endpoints "127.0.0.1:$gport" --timeout 60s "$@" >/dev/null; }
 id() { printf 'candidate-%05d-of-the-fleet' "$1"; }
 

@@ -15,32 +15,11 @@ cd "$(dirname "$0")/.."
 BIN=${1:-target/release/electiond}
 BENCH=target/release/election-bench
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 for scenario in reads writes; do
-  rport=$(free_port)
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.$scenario" \
-    --toggle-collect=fcallCommand --toggle-collect=evalShaCommand \
-    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
-    >"$work/redis.$scenario.log" 2>&1 &
-  redis_pid=$!
-  pids+=("$redis_pid")
-  until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.2; done
-  gport=$(free_port)
-  ELECTION_REDIS_URL="redis://127.0.0.1:$rport" ELECTION_LISTEN_ADDR="127.0.0.1:$gport" \
-    ELECTION_METRICS_ADDR= ELECTION_LOG_LEVEL=warn "$BIN" 2>>"$work/electiond.log" &
-  replica_pid=$!
-  pids+=("$replica_pid")
-  until (echo >"/dev/tcp/127.0.0.1/$gport") 2>/dev/null; do sleep 0.2; done
+  start_counted_redis "$work/cg.$scenario"
+  start_replica "$BIN"
   "$BENCH" --targets "127.0.0.1:$gport" --redis-url "redis://127.0.0.1:$rport" \
     --scenarios "$scenario" --no-baseline --duration "$SECONDS_PER_RUN" \
     --clients 8 --connections 2 --elections 50 --json >"$work/bench.$scenario.json" 2>/dev/null
