@@ -8,8 +8,9 @@
 # electiond against it with leases of an hour (so nothing expires mid-run), restores one
 # election of CANDIDATES - CALLS candidates with 28-byte ids (so that the Enters bring it to
 # CANDIDATES, the default limit), then makes CALLS calls of each kind with
-# electionctl, each kind on its own: GetTerm, Enter of a new candidate (appended at the end),
-# Withdraw of those again, Evict, Promote and Anoint of candidates in the middle.
+# electionctl, each kind on its own: GetTerm (through a replica started for the call, then
+# through the one that holds the election's last state), Enter of a new candidate (appended
+# at the end), Withdraw of those again, Evict, Promote and Anoint of candidates in the middle.
 #
 #   bench/big-election.sh [path/to/electiond]     (default: target/release/electiond)
 #   CANDIDATES=10000 CALLS=20 bench/big-election.sh
@@ -26,7 +27,8 @@ CALLS=${CALLS:-20}
 
 start_counted_redis "$work/cg"
 start_replica "$BIN" ELECTION_LEASE_TTL_MS=3600000 ELECTION_REDIS_TIMEOUT_MS=30000
-ctl() { "$CTL" --endpoints "127.0.0.1:$gport" --timeout 60s "$@" >/dev/null; }
+port=$gport
+ctl() { "$CTL" --endpoints "127.0.0.1:$port" --timeout 60s "$@" >/dev/null; }
 id() { printf 'candidate-%05d-of-the-fleet' "$1"; }
 
 python3 -c "
@@ -47,16 +49,24 @@ phase() {
   dumps=$((dumps + 1))
   local total
   total=$(sed -n 's/^totals: *//p' "$work/cg.$dumps" | head -1)
-  printf '%-30s %10d instructions per call\n' "$name" $((total / CALLS))
+  printf '%-40s %10d instructions per call\n' "$name" $((total / CALLS))
 }
 get() { ctl get big; }
+# a replica that has not seen the election yet: one started for the call
+get_fresh() {
+  start_replica "$BIN" ELECTION_LEASE_TTL_MS=3600000 ELECTION_REDIS_TIMEOUT_MS=30000
+  "$CTL" --endpoints "127.0.0.1:$gport" --timeout 60s get big >/dev/null
+  kill "$replica_pid"
+  wait "$replica_pid" 2>/dev/null || true
+}
 enter() { ctl enter --id "$(id $((N - CALLS - 1 + $1)))" big; }
 withdraw() { ctl withdraw --id "$(id $((N - CALLS - 1 + $1)))" big; }
 evict() { ctl evict big "$(id $((N / 2 + $1)))"; }
 promote() { ctl promote big "$(id $((N / 4 + $1 * 2)))"; }
 anoint() { ctl anoint big "$(id $((N / 4 * 3 + $1)))"; }
 
-phase "GetTerm (no client id)" get
+phase "GetTerm, on a replica new to it" get_fresh
+phase "GetTerm, on the replica that holds it" get
 phase "Enter (appended at the end)" enter
 phase "Withdraw (the last ones)" withdraw
 phase "Evict (from the middle)" evict

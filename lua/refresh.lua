@@ -2,8 +2,20 @@
 -- Snapshot. Only a candidate's lease is extended; it never makes anyone a candidate. Expired
 -- candidates are dropped first, so no answer shows one and a lease that already ran out is not
 -- brought back.
--- KEYS, ARGV[1..6]: see prelude.lua (ARGV[4], the caller, may be "").
--- Returns { "ok", term, expired }.
-begin(caller == '')
+-- KEYS, ARGV[1..6]: see prelude.lua (ARGV[4], the caller, may be ""). ARGV[7], optional: the
+-- revision of the state the replica already holds of this (big) election.
+-- Returns { "ok", term, expired }, or { "same", "", 0 } when nothing expired and the stored
+-- state is still that revision: then the list is not read at all, which on a big election is
+-- nearly all a GetTerm costs.
+local known = ARGV[7]
+begin(caller == '', known ~= nil)
 refresh(caller, false)
+if known and not changed then
+  -- the header is the first line, under 64 bytes in either form; its numbers may be padded
+  local rev = string.match(redis.call('GETRANGE', term_key, '0', '63'), '^%d+ 0*(%d+) ')
+  if rev == known then
+    reindex()
+    return { 'same', '', 0 }
+  end
+end
 return finish('ok')

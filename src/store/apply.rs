@@ -36,7 +36,17 @@ impl Store {
             .arg(&*escape(caller.map_or("", MemberId::as_str)))
             .arg(election.as_str())
             .arg(self.max_term_bytes);
+        // a big election's last state seen here: "same" answers that it is still the current one
+        let known = match op {
+            Op::GetTerm => self.recent.get(&keys.term),
+            _ => None,
+        };
         match op {
+            Op::GetTerm => {
+                if let Some(t) = &known {
+                    call.arg(t.revision);
+                }
+            }
             Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
                 call.arg(&*escape(c.as_str()));
             }
@@ -49,6 +59,7 @@ impl Store {
             _ => {}
         }
         let call = &call;
+        let keys = &keys;
         let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
             .bounded(async {
                 let pool = match &self.backend {
@@ -115,7 +126,14 @@ impl Store {
             });
         }
         match status.as_str() {
-            "ok" => decode_term(&raw),
+            "ok" => {
+                let term = decode_term(&raw)?;
+                self.recent.saw(&keys.term, &term);
+                Ok(term)
+            }
+            "same" => known.map(|t| (*t).clone()).ok_or_else(|| {
+                StoreError::Corrupt("\"same\" answered to a call that named no state".into())
+            }),
             "not_candidate" => {
                 let c = match op {
                     Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => c.as_str(),

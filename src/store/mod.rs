@@ -1,7 +1,8 @@
 //! Redis storage: the store's API (this file: the operations, where Redis is, the backends),
 //! running an operation (`apply.rs`), its errors (`error.rs`), stored terms (`decode.rs`),
 //! connections (`pool.rs` for one Redis or Sentinel, `sentinel.rs`, `cluster.rs`), the
-//! scripts and key names, the pub/sub listeners and the lease sweeper. Every operation is
+//! scripts and key names, the last states seen of big elections (`recent.rs`), the pub/sub
+//! listeners and the lease sweeper. Every operation is
 //! exactly one script execution; nothing is read, changed in Rust and written back.
 
 mod apply;
@@ -13,6 +14,7 @@ mod gate;
 mod keys;
 mod listener;
 mod pool;
+mod recent;
 mod scripts;
 mod sentinel;
 mod sweeper;
@@ -144,6 +146,7 @@ pub struct Store {
     max_term_bytes: usize,
     wait_replicas: u32,
     metrics: Arc<Metrics>,
+    recent: Arc<recent::RecentTerms>,
 }
 
 impl std::fmt::Debug for Store {
@@ -232,6 +235,7 @@ impl Store {
             lease_ttl_ms: config.lease_ttl_ms,
             max_candidates: config.max_candidates,
             max_term_bytes: config.max_term_bytes,
+            recent: Arc::default(),
         }
     }
 

@@ -327,3 +327,49 @@ async fn a_big_election_stored_with_the_short_header_takes_the_fixed_one_and_kee
     assert_eq!(stored(conn).await.len(), 62);
     r.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_big_election_read_again_shows_every_change_made_meanwhile() {
+    let redis = RedisServer::start().await;
+    let p = prefix("recent");
+    let a = Replica::start(with_ttl(&redis, &p, 60_000)).await;
+    let b = Replica::start(with_ttl(&redis, &p, 60_000)).await;
+    let ids: Vec<String> = (0..100).map(|i| format!("c-{i:03}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut on_a = a.client("big", "").await;
+    on_a.restore(1, &ids[0], &refs).await.unwrap();
+    // read again and again through the replica that holds the last state: the same answer,
+    // timestamp included
+    let first = on_a.get_term().await.unwrap();
+    assert_eq!(first.candidates, ids);
+    for _ in 0..3 {
+        assert_eq!(on_a.get_term().await.unwrap(), first);
+    }
+    // a change through the other replica shows at once, and so does the next one
+    b.client("big", "newcomer").await.enter().await.unwrap();
+    let t = on_a.get_term().await.unwrap();
+    assert_eq!(t.candidates.last().map(String::as_str), Some("newcomer"));
+    assert_eq!(t.candidates.len(), 101);
+    b.client("big", "").await.anoint("c-050").await.unwrap();
+    let t = on_a.get_term().await.unwrap();
+    assert_eq!((t.id, t.leader.as_str()), (2, "c-050"));
+    // a lease refresh through the replica holding the state keeps the candidate: read with
+    // its client id, on a replica that has the state, it stays a candidate and is answered
+    let mut c7 = on_a.acting_as("big", "c-007");
+    assert_eq!(c7.get_term().await.unwrap(), t);
+    // Delete, then an election of the same name built again: never the state from before
+    b.client("big", "").await.delete().await.unwrap();
+    assert_eq!(on_a.get_term().await.unwrap().brief(), (0, "", vec![]));
+    b.client("big", "")
+        .await
+        .restore(5, "c-010", &refs[10..90])
+        .await
+        .unwrap();
+    let t = on_a.get_term().await.unwrap();
+    assert_eq!(
+        (t.id, t.leader.as_str(), t.candidates.len()),
+        (5, "c-010", 80)
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

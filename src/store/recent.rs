@@ -1,0 +1,100 @@
+//! The last state this replica saw of each big election, so that a GetTerm (every lease
+//! refresh is one) on an election that has not changed since needs no copy of the candidate
+//! list from Redis. The replica sends the revision it holds; the refresh function applies
+//! expiry and the caller's lease as always, and when the stored revision is still that one it
+//! answers "same" without reading the list (lua/refresh.lua). A revision names one state of
+//! one election, so a stale entry costs one full read, never a wrong answer.
+//!
+//! Only elections of at least [`MIN_CANDIDATES`] are kept (below that a full read costs
+//! little), and at most [`CAPACITY`] of them, one dropped at random when a new one comes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::election::Term;
+
+/// Elections smaller than this are not kept.
+pub const MIN_CANDIDATES: usize = 64;
+/// Most elections kept at once (a 10,000-candidate term takes about 0.6 MB).
+pub const CAPACITY: usize = 64;
+
+#[derive(Default)]
+pub struct RecentTerms {
+    terms: Mutex<HashMap<String, Arc<Term>>>,
+}
+
+impl RecentTerms {
+    /// The state last seen of the election whose term is stored at `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<Term>> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Notes `term` as the latest state of the election at `key`: kept when it is big, and
+    /// any older state forgotten when it is not.
+    pub fn saw(&self, key: &str, term: &Term) {
+        let mut terms = self.lock();
+        if term.candidates.len() < MIN_CANDIDATES {
+            terms.remove(key);
+            return;
+        }
+        if terms.get(key).is_some_and(|t| t.revision == term.revision) {
+            return;
+        }
+        if terms.len() >= CAPACITY && !terms.contains_key(key) {
+            if let Some(other) = terms.keys().next().cloned() {
+                terms.remove(&other);
+            }
+        }
+        terms.insert(key.to_owned(), Arc::new(term.clone()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Term>>> {
+        // a panic while holding the lock leaves a map that is still whole
+        self.terms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn term(revision: u64, candidates: usize) -> Term {
+        Term {
+            id: 1,
+            timestamp: None,
+            candidates: (0..candidates).map(|i| format!("c{i}")).collect(),
+            revision,
+        }
+    }
+
+    #[test]
+    fn keeps_the_latest_big_state_and_forgets_an_election_that_shrank() {
+        let r = RecentTerms::default();
+        r.saw("a", &term(1, 10));
+        assert!(r.get("a").is_none(), "small elections are not kept");
+        r.saw("a", &term(2, 100));
+        r.saw("a", &term(3, 101));
+        assert_eq!(r.get("a").map(|t| t.revision), Some(3));
+        r.saw("a", &term(4, 3));
+        assert!(
+            r.get("a").is_none(),
+            "a state too small to keep drops the old one"
+        );
+    }
+
+    #[test]
+    fn holds_at_most_its_capacity() {
+        let r = RecentTerms::default();
+        for i in 0..CAPACITY + 10 {
+            r.saw(&format!("e{i}"), &term(1, MIN_CANDIDATES));
+        }
+        let kept = (0..CAPACITY + 10)
+            .filter(|i| r.get(&format!("e{i}")).is_some())
+            .count();
+        assert_eq!(kept, CAPACITY);
+        assert!(
+            r.get(&format!("e{}", CAPACITY + 9)).is_some(),
+            "the newest is kept"
+        );
+    }
+}
