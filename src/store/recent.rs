@@ -26,7 +26,12 @@ pub struct RecentTerms {
 impl RecentTerms {
     /// The state last seen of the election whose term is stored at `key`.
     pub fn get(&self, key: &str) -> Option<Arc<Term>> {
-        self.lock().get(key).cloned()
+        let terms = self.lock();
+        // the common case, no big election at all: no hashing of the key
+        if terms.is_empty() {
+            return None;
+        }
+        terms.get(key).cloned()
     }
 
     /// Notes `term` as the latest state of the election at `key`: kept when it is big, and
@@ -34,7 +39,9 @@ impl RecentTerms {
     pub fn saw(&self, key: &str, term: &Term) {
         let mut terms = self.lock();
         if term.candidates.len() < MIN_CANDIDATES {
-            terms.remove(key);
+            if !terms.is_empty() {
+                terms.remove(key);
+            }
             return;
         }
         if terms.get(key).is_some_and(|t| t.revision == term.revision) {
