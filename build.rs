@@ -28,8 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds.clone())?;
 
     // The election service once more, server side only, for what it sends: an Events message
-    // is encoded once per change and the same bytes go to every stream of the election
-    // (`grpc::encoded`). Every other message is the type compiled above.
+    // is encoded once per change and the same bytes go to every stream of the election, and a
+    // GetTerm answer on a big election is encoded once per state (`grpc::encoded`). Every
+    // other message is the type compiled above.
     let served = out_dir.join("served");
     std::fs::create_dir_all(&served)?;
     tonic_prost_build::configure()
@@ -38,7 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::grpc::codec::ProtoCodec")
         .extern_path(
             ".atomix.primitive.election.EventsResponse",
-            "crate::grpc::encoded::EncodedEvent",
+            "crate::grpc::encoded::Encoded",
+        )
+        .extern_path(
+            ".atomix.primitive.election.GetTermResponse",
+            "crate::grpc::encoded::Encoded",
         )
         .extern_path(".atomix", "crate::proto::atomix")
         .out_dir(&served)

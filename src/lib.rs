@@ -48,7 +48,7 @@ pub mod proto {
 
     /// The election service as served: the same as
     /// `atomix::primitive::election::leader_election_service_server`, except that its Events
-    /// stream sends [`crate::grpc::encoded::EncodedEvent`]s (see `build.rs`).
+    /// stream and its GetTerm answers are [`crate::grpc::encoded::Encoded`] (see `build.rs`).
     pub mod served {
         include!(concat!(
             env!("OUT_DIR"),

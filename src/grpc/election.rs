@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::{Request, Response, Status};
 
-use super::encoded::EncodedEvent;
+use super::encoded::Encoded;
 use super::{candidate, response_header, term_to_proto, unary, Target};
 use crate::election::{Term, ValidSnapshot};
 use crate::events::Watcher;
@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::proto::atomix::primitive::election as epb;
 use crate::proto::served::leader_election_service_server::LeaderElectionService as Api;
 use crate::shutdown::stopped;
-use crate::store::Op;
+use crate::store::{Answer, Op};
 use crate::AppState;
 
 /// Serves the election operations.
@@ -31,12 +31,12 @@ impl ElectionService {
     }
 
     async fn apply(&self, t: &Target, op: Op<'_>) -> Result<Option<epb::Term>, Status> {
-        let term: Term = self
+        let answer = self
             .state
             .store
-            .apply(&t.election, t.client.as_ref(), op)
+            .answer(&t.election, t.client.as_ref(), op)
             .await?;
-        Ok(Some(term_to_proto(&term)))
+        Ok(Some(term_to_proto(answer.term())))
     }
 }
 
@@ -49,8 +49,8 @@ fn event_stream(
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> EventStream {
-    static HANDSHAKE: LazyLock<EncodedEvent> = LazyLock::new(|| {
-        EncodedEvent::new(&epb::EventsResponse {
+    static HANDSHAKE: LazyLock<Encoded> = LazyLock::new(|| {
+        Encoded::new(&epb::EventsResponse {
             header: response_header(true),
             output: Some(epb::EventsOutput {
                 r#type: epb::events_output::Type::None as i32,
@@ -68,7 +68,7 @@ fn event_stream(
                     let delivery = delivery?;
                     let bytes = delivery.encoded.get_or_init(|| changed(&delivery.term));
                     Metrics::add(&metrics.events_delivered, 1);
-                    let event = EncodedEvent::from_bytes(bytes.clone());
+                    let event = Encoded::from_bytes(bytes.clone());
                     Some((Ok(event), Some((watcher, stop, permit))))
                 }
                 _ = stopped(&mut stop) => {
@@ -83,7 +83,7 @@ fn event_stream(
 
 /// The `CHANGED` event of a state, encoded.
 fn changed(term: &Term) -> bytes::Bytes {
-    let event = EncodedEvent::new(&epb::EventsResponse {
+    let event = Encoded::new(&epb::EventsResponse {
         header: response_header(false),
         output: Some(epb::EventsOutput {
             r#type: epb::events_output::Type::Changed as i32,
@@ -94,7 +94,17 @@ fn changed(term: &Term) -> bytes::Bytes {
 }
 
 /// The stream type of `Events`.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<EncodedEvent, Status>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
+
+/// The answer to a GetTerm.
+fn get_term_response(term: &Term) -> epb::GetTermResponse {
+    epb::GetTermResponse {
+        header: response_header(false),
+        output: Some(epb::GetTermOutput {
+            term: Some(term_to_proto(term)),
+        }),
+    }
+}
 
 #[tonic::async_trait]
 impl Api for ElectionService {
@@ -199,18 +209,24 @@ impl Api for ElectionService {
     async fn get_term(
         &self,
         request: Request<epb::GetTermRequest>,
-    ) -> Result<Response<epb::GetTermResponse>, Status> {
+    ) -> Result<Response<Encoded>, Status> {
         let req = request.into_inner();
         unary(
             &self.state,
             "GetTerm",
             req.header.as_ref(),
             |t| async move {
-                Ok(epb::GetTermResponse {
-                    header: response_header(false),
-                    output: Some(epb::GetTermOutput {
-                        term: self.apply(&t, Op::GetTerm).await?,
-                    }),
+                let answer = self
+                    .state
+                    .store
+                    .answer(&t.election, t.client.as_ref(), Op::GetTerm)
+                    .await?;
+                // a big election's state as held here: encoded once, for every refresh of it
+                Ok(match answer {
+                    Answer::Term(term) => Encoded::new(&get_term_response(&term)),
+                    Answer::Held(held) => Encoded::from_bytes(
+                        held.encoded(|term| Encoded::new(&get_term_response(term)).into_bytes()),
+                    ),
                 })
             },
         )

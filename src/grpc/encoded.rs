@@ -1,26 +1,27 @@
-//! Events messages encoded once. Every stream of an election is sent the same change, so the
-//! message is encoded by the first stream that sends it and the others send the same bytes.
+//! Messages encoded once, sent many times. Every stream of an election is sent the same
+//! change, so an Events message is encoded by the first stream that sends it and the others
+//! send the same bytes; and a GetTerm on a big election whose state the replica holds (the
+//! usual lease refresh) sends the bytes encoded for that state the first time.
 //!
-//! [`EncodedEvent`] stands in for `EventsResponse` in the served Events stream (`build.rs`
-//! maps the type): tonic's codec asks it to encode itself, and it copies its bytes.
+//! [`Encoded`] stands in for `EventsResponse` and `GetTermResponse` in the served service
+//! (`build.rs` maps the types): tonic's codec asks it to encode itself, and it copies its
+//! bytes.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
-use crate::proto::atomix::primitive::election as epb;
-
-/// One `EventsResponse`, already encoded. Cheap to clone.
+/// One message (an `EventsResponse` or a `GetTermResponse`), already encoded. Cheap to clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EncodedEvent(Bytes);
+pub struct Encoded(Bytes);
 
-impl EncodedEvent {
+impl Encoded {
     /// Encodes `message`.
-    pub fn new(message: &epb::EventsResponse) -> Self {
+    pub fn new(message: &impl Message) -> Self {
         Self(Bytes::from(message.encode_to_vec()))
     }
 
-    /// Bytes encoded earlier by [`EncodedEvent::new`] or [`EncodedEvent::bytes`].
+    /// Bytes encoded earlier by [`Encoded::new`] or [`Encoded::bytes`].
     pub fn from_bytes(bytes: Bytes) -> Self {
         Self(bytes)
     }
@@ -29,9 +30,14 @@ impl EncodedEvent {
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }
+
+    /// The encoded message, taken out.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
 }
 
-impl Message for EncodedEvent {
+impl Message for Encoded {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.0);
     }
@@ -60,6 +66,7 @@ impl Message for EncodedEvent {
 mod tests {
     use super::*;
     use crate::proto::atomix::primitive as pb;
+    use crate::proto::atomix::primitive::election as epb;
 
     #[test]
     fn an_encoded_event_goes_out_as_the_message_it_was_made_from() {
@@ -77,7 +84,7 @@ mod tests {
                 }),
             }),
         };
-        let event = EncodedEvent::new(&message);
+        let event = Encoded::new(&message);
         // what tonic's codec writes: the length it was told, then the message itself
         let mut wire = Vec::new();
         assert!(event.encode(&mut wire).is_ok());

@@ -2,7 +2,7 @@
 
 use super::decode::escape;
 use super::scripts::Function;
-use super::{cluster, decode_term, pool, Backend, Op, Store, StoreError};
+use super::{cluster, decode_term, pool, Answer, Backend, Op, Store, StoreError};
 use crate::election::{ElectionName, MemberId, Rejection, Term};
 use crate::metrics::Metrics;
 
@@ -15,6 +15,19 @@ impl Store {
         caller: Option<&MemberId>,
         op: Op<'_>,
     ) -> Result<Term, StoreError> {
+        self.answer(election, caller, op)
+            .await
+            .map(Answer::into_term)
+    }
+
+    /// [`Self::apply`], with a big election's state as held here (see `recent.rs`), so that
+    /// its answer can be encoded once for all who ask for that state.
+    pub async fn answer(
+        &self,
+        election: &ElectionName,
+        caller: Option<&MemberId>,
+        op: Op<'_>,
+    ) -> Result<Answer, StoreError> {
         let keys = self.keys.election(election);
         let function = match op {
             Op::Enter => Function::Enter,
@@ -43,8 +56,8 @@ impl Store {
         };
         match op {
             Op::GetTerm => {
-                if let Some(t) = &known {
-                    call.arg(t.revision);
+                if let Some(held) = &known {
+                    call.arg(held.term.revision);
                 }
             }
             Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
@@ -126,12 +139,11 @@ impl Store {
             });
         }
         match status.as_str() {
-            "ok" => {
-                let term = decode_term(&raw)?;
-                self.recent.saw(&keys.term, &term);
-                Ok(term)
-            }
-            "same" => known.map(|t| (*t).clone()).ok_or_else(|| {
+            "ok" => Ok(match self.recent.saw(&keys.term, decode_term(&raw)?) {
+                Ok(held) => Answer::Held(held),
+                Err(term) => Answer::Term(term),
+            }),
+            "same" => known.map(Answer::Held).ok_or_else(|| {
                 StoreError::Corrupt("\"same\" answered to a call that named no state".into())
             }),
             "not_candidate" => {

@@ -31,11 +31,35 @@ pub use decode::decode_term;
 pub use error::StoreError;
 pub use keys::{ElectionKeys, Keys};
 pub use listener::listen;
+pub use recent::Held;
 pub use scripts::{Publish, Scripts};
 pub use sweeper::sweep;
 
 use crate::election::{ElectionName, MemberId, Term, ValidSnapshot};
 use crate::metrics::Metrics;
+
+/// What an operation answered: a term, or a big election's state as this replica holds it.
+#[derive(Debug)]
+pub enum Answer {
+    Term(Term),
+    Held(Arc<Held>),
+}
+
+impl Answer {
+    pub fn term(&self) -> &Term {
+        match self {
+            Answer::Term(t) => t,
+            Answer::Held(h) => &h.term,
+        }
+    }
+
+    pub fn into_term(self) -> Term {
+        match self {
+            Answer::Term(t) => t,
+            Answer::Held(h) => h.term.clone(),
+        }
+    }
+}
 
 /// One operation on one election.
 #[derive(Debug, Clone, Copy)]
