@@ -185,14 +185,19 @@ local function stored_leader()
   return line_at(raw, string.find(raw, '\n', 1, true) + 1)
 end
 
+-- The bytes of the list before and after the pending edit ('' after when there is none).
+local function pieces()
+  if at then
+    return string.sub(body, from, at - 1), string.sub(body, at + cut)
+  elseif from == 1 then
+    return body, ''
+  end
+  return string.sub(body, from), ''
+end
+
 -- Joins what is pending into `body` alone, before a second edit.
 local function settle()
-  local before, after
-  if at then
-    before, after = string.sub(body, from, at - 1), string.sub(body, at + cut)
-  else
-    before, after = string.sub(body, from), ''
-  end
+  local before, after = pieces()
   body, from = front .. before .. put .. after .. tail, 1
   at, cut, put, front, tail = nil, 0, '', '', ''
 end
@@ -397,14 +402,7 @@ end
 local function commit()
   local id, rev = string.match(head, '^(%d+) (%d+)')
   id, rev = tonumber(id), tonumber(rev)
-  local before, after = '', ''
-  if at then
-    before, after = string.sub(body, from, at - 1), string.sub(body, at + cut)
-  elseif from == 1 then
-    before = body
-  else
-    before = string.sub(body, from)
-  end
+  local before, after = pieces()
   -- the leader can only have changed when the list's first line was edited, or the list is
   -- no longer the stored one, or it was empty; then it is the first line of the first piece
   -- that has one

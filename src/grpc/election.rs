@@ -30,13 +30,16 @@ impl ElectionService {
         Self { state }
     }
 
-    async fn apply(&self, t: &Target, op: Op<'_>) -> Result<Option<epb::Term>, Status> {
-        let answer = self
+    async fn answer(&self, t: &Target, op: Op<'_>) -> Result<Answer, Status> {
+        Ok(self
             .state
             .store
             .answer(&t.election, t.client.as_ref(), op)
-            .await?;
-        Ok(Some(term_to_proto(answer.term())))
+            .await?)
+    }
+
+    async fn apply(&self, t: &Target, op: Op<'_>) -> Result<Option<epb::Term>, Status> {
+        Ok(Some(term_to_proto(self.answer(t, op).await?.term())))
     }
 }
 
@@ -216,11 +219,7 @@ impl Api for ElectionService {
             "GetTerm",
             req.header.as_ref(),
             |t| async move {
-                let answer = self
-                    .state
-                    .store
-                    .answer(&t.election, t.client.as_ref(), Op::GetTerm)
-                    .await?;
+                let answer = self.answer(&t, Op::GetTerm).await?;
                 // a big election's state as held here: encoded once, for every refresh of it
                 Ok(match answer {
                     Answer::Term(term) => Encoded::new(&get_term_response(&term)),

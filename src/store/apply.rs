@@ -50,12 +50,10 @@ impl Store {
             .arg(election.as_str())
             .arg(self.max_term_bytes);
         // a big election's last state seen here: "same" answers that it is still the current one
-        let known = match op {
-            Op::GetTerm => self.recent.get(&keys.term),
-            _ => None,
-        };
+        let mut known = None;
         match op {
             Op::GetTerm => {
+                known = self.recent.get(&keys.term);
                 if let Some(held) = &known {
                     call.arg(held.term.revision);
                 }
