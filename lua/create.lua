@@ -1,5 +1,5 @@
 -- create.lua: makes the election exist (PrimitiveService.Create); idempotent, no event.
--- KEYS, ARGV[1..6]: see prelude.lua.
+-- KEYS, ARGV[1..7]: see prelude.lua.
 -- Returns { "ok", term, 0 }.
 if not load() then
   raw = string.format('0 %d 0 0\n', now_us)

@@ -1,6 +1,6 @@
 -- delete.lua: wipes the election (PrimitiveService.Delete); a later use starts from id 0.
 -- Watchers are told: they receive the empty state, with a revision above the deleted one.
--- KEYS, ARGV[1..6]: see prelude.lua.
+-- KEYS, ARGV[1..7]: see prelude.lua.
 -- Returns { "ok" | "not_found", term, 0 }.
 if not load() then
   return { 'not_found', '0 0 0 0\n', 0 }

@@ -1,6 +1,6 @@
 -- enter.lua: the caller joins the election (appended at the end), or, already a candidate,
 -- just refreshes its lease.
--- KEYS, ARGV[1..6]: see prelude.lua (ARGV[4], the caller, is the candidate).
+-- KEYS, ARGV[1..7]: see prelude.lua (ARGV[4], the caller, is the candidate).
 -- Returns { "ok" | "too_many" | "too_big", term, expired }.
 begin(false, true)
 if is_candidate(caller) then

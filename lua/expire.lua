@@ -1,7 +1,7 @@
 -- expire.lua: what the sweeper runs on an election that its bucket's lease index says is due:
 -- drops the candidates whose lease ran out, and reads the earliest lease again for the index,
 -- which may be stale from a time when expiry was off.
--- KEYS, ARGV[1..6]: see prelude.lua (ARGV[4] is "").
+-- KEYS, ARGV[1..7]: see prelude.lua (ARGV[4] is "").
 -- Returns { "ok", term, expired }.
 begin()
 reindex_all = true

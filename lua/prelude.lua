@@ -22,7 +22,9 @@
 --   ARGV[4]  the caller's client id, "" when the request carries none
 --   ARGV[5]  the election's name (its member in KEYS[3])
 --   ARGV[6]  largest candidate list the election may hold, in bytes (the lines after the header)
---   ARGV[7..] operation-specific (see each file)
+--   ARGV[7]  the failover epoch of the master this runs on, as the Sentinels name it (0 for one
+--            Redis; unused on a Redis Cluster, where the node's own epoch is read): see next_id
+--   ARGV[8..] operation-specific (see each file)
 -- Candidate ids arrive escaped by the service ("\" as "\\", a line feed as "\n"), so a line
 -- feed in the term only ever ends a candidate, and the functions never decode or re-encode the
 -- candidate list: they cut and join it as a string.
@@ -38,19 +40,22 @@
 -- operation), status is "ok" or a rejection ("not_candidate", "too_many", "too_big",
 -- "not_found"), and expired counts the candidates this call removed because their lease ran out.
 --
--- The store puts one line in front of the prelude: `local PUBLISH_COMMAND = '...'`, which is
--- PUBLISH on one Redis (or Sentinel), and SPUBLISH (sharded pub/sub) on a Redis Cluster, so
--- that events travel only within the election's shard there.
+-- The store puts one line in front of the prelude: `local CLUSTER = true` on a Redis Cluster,
+-- `false` otherwise. On a Cluster changes are published with SPUBLISH (sharded pub/sub), so
+-- that events travel only within the election's shard, and the epoch is the node's own.
 --
 -- Time is the Redis server's (TIME), never a replica's. "rev" orders the election's states for
 -- event delivery: it goes up with every change, by at least one, and is at least the current
 -- time in microseconds, so it keeps going up across Delete (which removes the keys).
 --
 -- The state of one call lives in the locals below, and `start` sets every one of them: calls
--- run one at a time, and nothing carries over from one call to the next.
+-- run one at a time, and nothing carries over from one call to the next (but for the epoch a
+-- Cluster node read last, see `epoch`).
+
+local PUBLISH_COMMAND = CLUSTER and 'SPUBLISH' or 'PUBLISH'
 
 local term_key, lease_key, index_key, channel, election, caller
-local ttl, max_candidates_arg, max_bytes_arg
+local ttl, max_candidates_arg, max_bytes_arg, epoch_arg
 local clock, now_us, now_ms, lease_until, lease_arg
 -- The election as loaded, on first use: `raw` is the stored string (nil: no such election;
 -- false: not read yet), `head` its header line without the line feed.
@@ -73,7 +78,7 @@ local function start(keys, argv)
   channel, election, caller = argv[1], argv[5], argv[4]
   -- numbers only an operation that needs them reads: each tonumber is a strtod, and a read
   -- needs none of these
-  ttl, max_candidates_arg, max_bytes_arg = tonumber(argv[2]), argv[3], argv[6]
+  ttl, max_candidates_arg, max_bytes_arg, epoch_arg = tonumber(argv[2]), argv[3], argv[6], argv[7]
   clock = redis.call('TIME')
   now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   now_ms = math.floor(now_us / 1000)
@@ -397,8 +402,46 @@ local function reindex()
   end
 end
 
--- Stores and announces the changed state. The id goes up when leadership passed to another
--- candidate.
+-- Term ids are fencing tokens, and Redis replication is asynchronous: a master cut off from
+-- the rest can go on handing out ids while a replica is promoted in its place, and what it
+-- wrote meanwhile is dropped when it rejoins. So that no id is ever handed out twice, each
+-- master hands out ids from a range of its own: a new leader's id is one above the last, and
+-- at least the master's failover epoch times EPOCH_SPAN. The epoch is the one Redis's own
+-- failover agrees on (Sentinel's config epoch, passed in ARGV[7]; a Cluster node's config epoch,
+-- read here), so a promoted replica's epoch is above that of any master before it, and the ids
+-- it hands out are above every id the old master could have handed out (unless the old master
+-- handed out EPOCH_SPAN ids of one election in its tenure). One Redis stays in epoch 0: ids
+-- 1, 2, 3, ... as before.
+local EPOCH_SPAN = 1000000000
+
+-- On a Cluster, this node's epoch as last read, and its replication id then. CLUSTER INFO
+-- walks every slot (about 40 us), so it is read again only when the replication id changed:
+-- a replica promoted to master takes a new one, and only a promotion makes a master that may
+-- run beside an older one. (A master's epoch also rises when it takes a slot over from another
+-- master, which then stops serving it: using the lower epoch read before is safe there.)
+-- These survive from call to call on purpose; they are this node's, never replicated.
+local node_epoch, node_replid
+
+-- This master's failover epoch.
+local function epoch()
+  if not CLUSTER then
+    return tonumber(epoch_arg)
+  end
+  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  if replid ~= node_replid then
+    node_epoch = tonumber(string.match(redis.call('CLUSTER', 'INFO'), 'cluster_my_epoch:(%d+)'))
+    node_replid = replid
+  end
+  return node_epoch
+end
+
+-- The id of a new leader after one with id `id`.
+local function next_id(id)
+  return math.max(id + 1, epoch() * EPOCH_SPAN + 1)
+end
+
+-- Stores and announces the changed state. A new id (`next_id`) when leadership passed to
+-- another candidate.
 local function commit()
   local id, rev = string.match(head, '^(%d+) (%d+)')
   id, rev = tonumber(id), tonumber(rev)
@@ -422,7 +465,7 @@ local function commit()
     end
     local new_leader = line_at(first, 1)
     if new_leader ~= '' and new_leader ~= stored_leader() then
-      id = id + 1
+      id = next_id(id)
     end
   end
   -- one concatenation: the new term is the only string of its size this makes (the header's

@@ -1,13 +1,14 @@
 -- restore.lua: replaces leader and candidates with a snapshot's (validated by the service).
--- The id becomes at least the snapshot's and at least the current one, and strictly above the
--- current one when leadership passes to another candidate. Every restored candidate gets a
--- fresh lease.
--- KEYS, ARGV[1..6]: see prelude.lua. ARGV[7]: the snapshot's id; ARGV[8..]: its candidates,
+-- The id becomes at least the snapshot's and at least the current one, and when leadership
+-- passes to another candidate, at least the id a new leader gets here (`next_id`: one above the
+-- current one, and never below this master's epoch). Every restored candidate gets a fresh
+-- lease.
+-- KEYS, ARGV[1..7]: see prelude.lua. ARGV[8]: the snapshot's id; ARGV[9..]: its candidates,
 -- leader first.
 -- Returns { "ok", term, expired }.
-local snap_id = tonumber(ARGV[7])
+local snap_id = tonumber(ARGV[8])
 local lines = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   lines[#lines + 1] = ARGV[i] .. '\n'
 end
 local candidates = table.concat(lines)
@@ -16,9 +17,9 @@ split()
 local id = tonumber(string.match(head, '^(%d+)'))
 local old = stored_leader()
 local new_id = math.max(snap_id, id)
-local new_leader = ARGV[8] or ''
-if new_leader ~= '' and new_leader ~= old and new_id == id then
-  new_id = id + 1
+local new_leader = ARGV[9] or ''
+if new_leader ~= '' and new_leader ~= old then
+  new_id = math.max(new_id, next_id(id))
 end
 if new_id == id and candidates == list_string() then
   return finish('ok')
@@ -29,7 +30,7 @@ if ttl > 0 then
   score = lease()
 end
 local batch = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   batch[#batch + 1] = score
   batch[#batch + 1] = ARGV[i]
   if #batch >= 1000 or i == #ARGV then

@@ -1,6 +1,6 @@
 -- withdraw.lua: the caller leaves the election (Withdraw, and PrimitiveService.Close).
 -- Not a candidate: nothing changes, no error.
--- KEYS, ARGV[1..6]: see prelude.lua (ARGV[4], the caller, is the candidate).
+-- KEYS, ARGV[1..7]: see prelude.lua (ARGV[4], the caller, is the candidate).
 -- Returns { "ok", term, expired }.
 begin()
 if is_candidate(caller) then

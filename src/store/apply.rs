@@ -42,33 +42,40 @@ impl Store {
             Op::Expire => Function::Expire,
         };
         let scripts = &*self.scripts;
-        let mut call = scripts.call(function, [&keys.term, &keys.leases, &keys.index]);
-        call.arg(&keys.channel)
-            .arg(self.lease_ttl_ms)
-            .arg(self.max_candidates)
-            .arg(&*escape(caller.map_or("", MemberId::as_str)))
-            .arg(election.as_str())
-            .arg(self.max_term_bytes);
         // a big election's last state seen here: "same" answers that it is still the current one
-        let mut known = None;
-        match op {
-            Op::GetTerm => {
-                known = self.recent.get(&keys.term);
-                if let Some(held) = &known {
-                    call.arg(held.term.revision);
+        let known = match op {
+            Op::GetTerm => self.recent.get(&keys.term),
+            _ => None,
+        };
+        // the call on a master of failover epoch `epoch` (see `next_id` in lua/prelude.lua)
+        let call = |epoch: u64| {
+            let mut call = scripts.call(function, [&keys.term, &keys.leases, &keys.index]);
+            call.arg(&keys.channel)
+                .arg(self.lease_ttl_ms)
+                .arg(self.max_candidates)
+                .arg(&*escape(caller.map_or("", MemberId::as_str)))
+                .arg(election.as_str())
+                .arg(self.max_term_bytes)
+                .arg(epoch);
+            match op {
+                Op::GetTerm => {
+                    if let Some(held) = &known {
+                        call.arg(held.term.revision);
+                    }
                 }
-            }
-            Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
-                call.arg(&*escape(c.as_str()));
-            }
-            Op::Restore(snap) => {
-                call.arg(snap.id);
-                for c in &snap.candidates {
+                Op::Anoint(c) | Op::Promote(c) | Op::Evict(c) => {
                     call.arg(&*escape(c.as_str()));
                 }
+                Op::Restore(snap) => {
+                    call.arg(snap.id);
+                    for c in &snap.candidates {
+                        call.arg(&*escape(c.as_str()));
+                    }
+                }
+                _ => {}
             }
-            _ => {}
-        }
+            call
+        };
         let call = &call;
         let keys = &keys;
         let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
@@ -80,7 +87,8 @@ impl Store {
                         // boxed, as every large future here: a call's future is moved several
                         // times on its way through the gRPC stack, and each move copies it
                         let (reply, acked) = Box::pin(cluster::call(c, |mut conn| async move {
-                            let reply = scripts.run(call, &mut conn).await?;
+                            // the function reads the node's own epoch
+                            let reply = scripts.run(&call(0), &mut conn).await?;
                             if self.wait_replicas == 0 {
                                 return Ok((reply, None));
                             }
@@ -112,9 +120,10 @@ impl Store {
                 };
                 loop {
                     let mut conn = Box::pin(pool.get()).await?;
+                    let call = call(conn.epoch);
                     // with WAIT configured, the confirmation is asked on the same connection,
                     // so it covers this script's writes
-                    let r = match Box::pin(scripts.run(call, &mut *conn)).await {
+                    let r = match Box::pin(scripts.run(&call, &mut *conn)).await {
                         Ok(reply) if self.wait_replicas > 0 => Box::pin(self.wait(&mut conn))
                             .await
                             .map(|acked| (reply, Some(acked))),

@@ -25,14 +25,14 @@ use std::time::Duration;
 use redis::AsyncConnectionConfig;
 
 use pool::Pool;
-use sentinel::sentinel_client;
+use sentinel::Sentinels;
 
 pub use decode::decode_term;
 pub use error::StoreError;
 pub use keys::{ElectionKeys, Keys};
 pub use listener::listen;
 pub use recent::Held;
-pub use scripts::{Publish, Scripts};
+pub use scripts::{Flavor, Scripts};
 pub use sweeper::sweep;
 
 use crate::election::{ElectionName, MemberId, Term, ValidSnapshot};
@@ -120,7 +120,7 @@ pub enum Source {
 #[derive(Clone)]
 enum Target {
     Direct(Box<redis::Client>),
-    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+    Sentinel(Arc<Sentinels>),
 }
 
 /// How commands reach Redis.
@@ -192,7 +192,7 @@ impl Store {
                 return Ok(Self::with_backend(
                     config,
                     Backend::Cluster(Arc::new(target)),
-                    Publish::Sharded,
+                    Flavor::Cluster,
                 ));
             }
             Source::Url(url) => {
@@ -217,19 +217,16 @@ impl Store {
                 username,
                 password,
             } => {
-                let client = sentinel_client(
+                let sentinels = Arc::new(Sentinels::new(
                     sentinels,
                     master,
                     username.as_deref(),
                     password.as_deref(),
                     config.ca_cert.as_deref(),
-                )?;
-                let client = Arc::new(tokio::sync::Mutex::new(client));
-                let manager = pool::Manager::new(pool::Connect::Sentinel {
-                    client: client.clone(),
-                    config: conn_config,
-                });
-                (Target::Sentinel(client), manager)
+                    config.timeout,
+                )?);
+                let manager = pool::Manager::new(pool::Connect::Sentinel(sentinels.clone()));
+                (Target::Sentinel(sentinels), manager)
             }
         };
         let pool = Pool::builder(manager)
@@ -243,14 +240,14 @@ impl Store {
         Ok(Self::with_backend(
             config,
             Backend::Pooled { pool, target },
-            Publish::Classic,
+            Flavor::Single,
         ))
     }
 
-    fn with_backend(config: &StoreConfig, backend: Backend, publish: Publish) -> Self {
+    fn with_backend(config: &StoreConfig, backend: Backend, flavor: Flavor) -> Self {
         Self {
             backend,
-            scripts: std::sync::Arc::new(Scripts::new(publish)),
+            scripts: std::sync::Arc::new(Scripts::new(flavor)),
             keys: Keys::new(&config.key_prefix),
             timeout: config.timeout,
             pool_size: config.pool_size,
@@ -280,7 +277,11 @@ impl Store {
             Backend::Pooled {
                 target: Target::Sentinel(s),
                 ..
-            } => s.lock().await.async_get_client().await,
+            } => {
+                // the best answer; asking also tells the pool when the master was replaced
+                let named = s.named().await?;
+                s.client(&named[0])
+            }
             Backend::Cluster(_) => Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "a Redis Cluster has no single master",

@@ -14,11 +14,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Metrics, RecycleResult};
-use redis::aio::MultiplexedConnection;
-use redis::sentinel::SentinelClient;
-use redis::RedisError;
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use std::sync::Arc;
+
+use super::sentinel::Sentinels;
 
 /// How recently a connection must have been taken for its recycle to skip the PING.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
@@ -40,12 +41,42 @@ pub enum Connect {
     /// One Redis.
     Direct(Box<deadpool_redis::Manager>),
     /// The current master of a Sentinel-monitored group, asked anew for each connection.
-    Sentinel {
-        /// Asks the Sentinels.
-        client: Arc<tokio::sync::Mutex<SentinelClient>>,
-        /// Timeouts of the connections made.
-        config: redis::AsyncConnectionConfig,
-    },
+    Sentinel(Arc<Sentinels>),
+}
+
+/// A pooled connection to a master, with the failover epoch under which that Redis is master
+/// (0 for one Redis): every function call made on it carries the epoch.
+pub struct MasterConnection {
+    conn: MultiplexedConnection,
+    /// The master's failover epoch when the connection was made.
+    pub epoch: u64,
+}
+
+impl std::fmt::Debug for MasterConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterConnection")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionLike for MasterConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
 }
 
 impl Manager {
@@ -72,24 +103,20 @@ impl Manager {
         self.backoff.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
-        match &self.connect {
-            Connect::Direct(m) => managed::Manager::create(&**m).await,
-            Connect::Sentinel { client, config } => {
-                let master = client.lock().await.async_get_client().await?;
-                master
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await
-            }
-        }
+    async fn connect(&self) -> Result<MasterConnection, RedisError> {
+        let (conn, epoch) = match &self.connect {
+            Connect::Direct(m) => (managed::Manager::create(&**m).await?, 0),
+            Connect::Sentinel(sentinels) => sentinels.connect().await?,
+        };
+        Ok(MasterConnection { conn, epoch })
     }
 }
 
 impl managed::Manager for Manager {
-    type Type = MultiplexedConnection;
+    type Type = MasterConnection;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn create(&self) -> Result<MasterConnection, RedisError> {
         if let Some((next, _)) = *self.backoff() {
             if Instant::now() < next {
                 return Err(RedisError::from(std::io::Error::new(
@@ -114,9 +141,16 @@ impl managed::Manager for Manager {
 
     async fn recycle(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut MasterConnection,
         metrics: &Metrics,
     ) -> RecycleResult<RedisError> {
+        // a Sentinel has named a newer master: this one may still take writes (cut off from
+        // the Sentinels, or not yet turned into a replica), but they would be lost
+        if let Connect::Sentinel(sentinels) = &self.connect {
+            if conn.epoch < sentinels.latest_epoch() {
+                return Err(RecycleError::message("the master was failed over"));
+            }
+        }
         if metrics.last_used() < TRUSTED_FOR {
             return Ok(());
         }
@@ -128,15 +162,15 @@ impl Manager {
     /// [`managed::Manager::recycle`] for a connection idle long enough to check (boxed there).
     async fn recycle_checked(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut MasterConnection,
         metrics: &Metrics,
     ) -> RecycleResult<RedisError> {
         match &self.connect {
-            Connect::Direct(m) => managed::Manager::recycle(&**m, conn, metrics).await,
+            Connect::Direct(m) => managed::Manager::recycle(&**m, &mut conn.conn, metrics).await,
             // an idle connection to a demoted master answers PING too, but its first write
             // fails READONLY and takes it out of the pool (see `check`)
-            Connect::Sentinel { .. } => {
-                let _: String = redis::cmd("PING").query_async(conn).await?;
+            Connect::Sentinel(_) => {
+                let _: String = redis::cmd("PING").query_async(&mut conn.conn).await?;
                 Ok(())
             }
         }

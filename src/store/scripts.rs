@@ -9,13 +9,14 @@ use redis::{Cmd, FromRedisValue, RedisResult, Script};
 
 const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
-/// How the functions announce a change.
+/// What kind of Redis the functions run on: it decides how they announce a change and where
+/// they find the master's failover epoch (see `next_id` in `lua/prelude.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Publish {
-    /// `PUBLISH`: one Redis, or Sentinel.
-    Classic,
-    /// `SPUBLISH`: Redis Cluster, so an event stays within its shard.
-    Sharded,
+pub enum Flavor {
+    /// One master (direct, or found by Sentinel): `PUBLISH`, and the epoch from the caller.
+    Single,
+    /// Redis Cluster: `SPUBLISH`, so an event stays within its shard, and the node's own epoch.
+    Cluster,
 }
 
 /// An operation's function.
@@ -76,12 +77,9 @@ pub struct Scripts {
 
 impl Scripts {
     /// Builds the library's code (nothing is sent to Redis yet).
-    pub fn new(publish: Publish) -> Self {
-        let command = match publish {
-            Publish::Classic => "PUBLISH",
-            Publish::Sharded => "SPUBLISH",
-        };
-        let mut body = format!("local PUBLISH_COMMAND = '{command}'\n{PRELUDE}\n");
+    pub fn new(flavor: Flavor) -> Self {
+        let cluster = flavor == Flavor::Cluster;
+        let mut body = format!("local CLUSTER = {cluster}\n{PRELUDE}\n");
         for (op, file) in Function::ALL.map(Function::source) {
             body.push_str(&format!(
                 "redis.register_function('@NAME@_{op}', function(KEYS, ARGV)\nstart(KEYS, ARGV)\n{file}\nend)\n"
@@ -160,8 +158,8 @@ mod tests {
 
     #[test]
     fn functions_are_named_after_the_code() {
-        let classic = Scripts::new(Publish::Classic);
-        let sharded = Scripts::new(Publish::Sharded);
+        let classic = Scripts::new(Flavor::Single);
+        let sharded = Scripts::new(Flavor::Cluster);
         assert_ne!(classic.library(), sharded.library());
         assert!(classic.library().starts_with("electiond_"));
         for f in Function::ALL {
@@ -176,7 +174,7 @@ mod tests {
             .code
             .starts_with(&format!("#!lua name={}\n", classic.library())));
         assert_eq!(
-            Scripts::new(Publish::Classic).library(),
+            Scripts::new(Flavor::Single).library(),
             classic.library(),
             "stable"
         );

@@ -18,11 +18,13 @@ async fn replicas(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<Replica
 #[tokio::test]
 async fn on_a_cluster_the_worked_example_and_its_events_come_out_the_same() {
     let cluster = RedisCluster::start(3).await;
-    let rs = replicas(&cluster, &prefix("cl-worked"), 3).await;
-    worked_example(&rs).await;
-    let rs = replicas(&cluster, &prefix("cl-events"), 3).await;
-    worked_example_events(&rs).await;
-    many_streams_see_every_change(&rs, 300).await;
+    let p = prefix("cl-worked");
+    let rs = replicas(&cluster, &p, 3).await;
+    worked_example(&rs, cluster.first_id(&p, "test").await).await;
+    let p = prefix("cl-events");
+    let rs = replicas(&cluster, &p, 3).await;
+    worked_example_events(&rs, cluster.first_id(&p, "test").await).await;
+    many_streams_see_every_change(&rs, 300, cluster.first_id(&p, "fan").await).await;
 }
 
 /// Shard channels subscribed on `node` under `prefix`, and classic channels.
@@ -83,12 +85,15 @@ async fn elections_spread_over_every_master_and_events_stay_in_their_shard() {
         );
     }
 
+    let mut first = Vec::new();
     for n in &names {
+        first.push(cluster.first_id(&p, n).await);
         let t = client.acting_as(n, "c").enter().await.unwrap();
-        assert_eq!(t.brief(), (1, "c", vec!["c"]));
+        assert_eq!(t.brief(), (*first.last().unwrap(), "c", vec!["c"]));
     }
-    for w in &mut watches {
-        assert_eq!(w.next().await.brief(), (1, "c", vec!["c"]));
+    for (i, w) in watches.iter_mut().enumerate() {
+        let n = i % names.len();
+        assert_eq!(w.next().await.brief(), (first[n], "c", vec!["c"]));
     }
 
     // every master holds some elections, and carries their events on shard channels only
@@ -251,12 +256,14 @@ async fn a_cluster_with_a_password_and_tls_is_reached_only_with_both() {
     for n in &names {
         watches.push(client.acting_as(n, "w").watch().await.expect("watch"));
     }
+    let mut first = Vec::new();
     for n in &names {
+        first.push(cluster.first_id(&p, n).await);
         let t = client.acting_as(n, "c1").enter().await.unwrap();
-        assert_eq!(t.brief(), (1, "c1", vec!["c1"]));
+        assert_eq!(t.brief(), (*first.last().unwrap(), "c1", vec!["c1"]));
     }
-    for w in &mut watches {
-        assert_eq!(w.next().await.brief(), (1, "c1", vec!["c1"]));
+    for (w, first) in watches.iter_mut().zip(&first) {
+        assert_eq!(w.next().await.brief(), (*first, "c1", vec!["c1"]));
     }
 
     // a wrong password, or no CA to trust the certificate: nothing gets through
@@ -280,7 +287,7 @@ async fn a_cluster_with_a_password_and_tls_is_reached_only_with_both() {
             .await
             .unwrap()
             .brief(),
-        (1, "c1", vec!["c1"]),
+        (first[0], "c1", vec!["c1"]),
         "the refused calls changed nothing"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -294,7 +301,8 @@ async fn on_a_cluster_a_change_missed_while_pubsub_was_cut_is_still_delivered() 
     let mut w = replica.client("cut", "w").await.watch().await.unwrap();
     let mut c = replica.client("cut", "c1").await;
     c.enter().await.unwrap();
-    assert_eq!(w.next().await.brief(), (1, "c1", vec!["c1"]));
+    let first = cluster.first_id(&p, "cut").await;
+    assert_eq!(w.next().await.brief(), (first, "c1", vec!["c1"]));
 
     // a write that publishes nothing, on the election's master, then that master drops every
     // pub/sub client: the cluster connection subscribes again and the replica must catch up
@@ -321,7 +329,7 @@ async fn on_a_cluster_a_change_missed_while_pubsub_was_cut_is_still_delivered() 
     );
     assert_eq!(
         w.next().await.brief(),
-        (1, "c1", vec!["c1", "c2"]),
+        (first, "c1", vec!["c1", "c2"]),
         "caught up after the subscription came back"
     );
     // and events flow again
@@ -341,7 +349,8 @@ async fn a_master_going_down_gives_unavailable_and_service_resumes_when_it_retur
         .owner_of(slot_of(&cluster.nodes[0], &key).await)
         .await;
     let mut c = replica.client("down", "c1").await;
-    assert_eq!(c.enter().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+    let first = cluster.first_id(&p, "down").await;
+    assert_eq!(c.enter().await.unwrap().brief(), (first, "c1", vec!["c1"]));
 
     cluster.nodes[owner].stop().await;
     for _ in 0..3 {
@@ -432,7 +441,8 @@ async fn with_wait_replicas_on_a_cluster_an_acknowledged_change_is_on_the_shards
     for i in 0..12 {
         let name = format!("w{i}");
         let t = client.acting_as(&name, "c1").enter().await.unwrap();
-        assert_eq!(t.brief(), (1, "c1", vec!["c1"]));
+        let first = cluster.first_id(&p, &name).await;
+        assert_eq!(t.brief(), (first, "c1", vec!["c1"]));
         let key = term_key(&p, &name);
         let master = cluster
             .owner_of(slot_of(&cluster.nodes[0], &key).await)
@@ -473,4 +483,74 @@ async fn with_wait_replicas_on_a_cluster_an_acknowledged_change_is_on_the_shards
         client.acting_as("w0", "c2").enter().await,
         tonic::Code::Unavailable,
     );
+}
+
+/// The replica of `master` (an index into `cluster.nodes`), found by its `INFO replication`.
+async fn replica_of(cluster: &RedisCluster, master: usize) -> usize {
+    for (n, node) in cluster.nodes.iter().enumerate() {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut node.connection().await)
+            .await
+            .unwrap();
+        if info.contains(&format!("master_port:{}", cluster.nodes[master].port)) {
+            return n;
+        }
+    }
+    panic!("node {master} has no replica");
+}
+
+#[tokio::test]
+async fn after_each_failover_a_new_leader_gets_an_id_of_the_new_masters_epoch() {
+    // Graceful failovers (CLUSTER FAILOVER) there and back: the old master becomes a replica
+    // without a full resync, so its election library keeps what it read of its epoch before;
+    // promoted again, it must read the new one, or its ids could meet a cut-off master's
+    let cluster = RedisCluster::start_with_replicas(3).await;
+    let p = prefix("cl-epochs");
+    let replica = Replica::start(cluster_settings(&cluster, &p)).await;
+    let mut c = replica.client("epochs", "c0").await;
+    let mut last = c.enter().await.unwrap();
+    let key = term_key(&p, "epochs");
+    let slot = slot_of(&cluster.nodes[0], &key).await;
+    for round in 1..=3 {
+        let master = cluster.owner_of(slot).await;
+        let promoted = replica_of(&cluster, master).await;
+        // a graceful failover, asked again until the replica has taken over (it is refused
+        // while the replica is still syncing, or unknown to its master's view of the cluster)
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        'failover: loop {
+            let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query_async(&mut cluster.nodes[promoted].connection().await)
+                .await;
+            for _ in 0..30 {
+                if cluster.owner_of(slot).await == promoted {
+                    break 'failover;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: node {promoted} did not take over from {master}"
+            );
+        }
+        let first = cluster.first_id(&p, "epochs").await;
+        assert!(
+            first > last.id,
+            "round {round}: the new epoch is above every id so far"
+        );
+        // the next leader, through the replica, which follows the failover by itself
+        let id = format!("c{round}");
+        let mut next = c.acting_as("epochs", &id);
+        while next.enter().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let t = next.anoint(&id).await.unwrap();
+        assert_eq!(
+            (t.id, t.leader.as_str()),
+            (first, id.as_str()),
+            "round {round}"
+        );
+        last = t;
+    }
 }

@@ -22,11 +22,13 @@ async fn replicas(redis: &RedisServer, prefix: &str, n: usize) -> Vec<Replica> {
 async fn worked_example_with_each_client_on_its_own_replica() {
     let redis = RedisServer::start().await;
     let rs = replicas(&redis, &prefix("worked"), 3).await;
-    worked_example(&rs).await;
+    worked_example(&rs, 1).await;
 }
 
-/// The spec's worked example, each client on its own replica (of three).
-pub async fn worked_example(rs: &[Replica]) {
+/// The spec's worked example, each client on its own replica (of three), its first leader's
+/// id `first` (1 on one Redis; see `RedisCluster::first_id`).
+pub async fn worked_example(rs: &[Replica], first: u64) {
+    let id = |n: u64| first - 1 + n;
     let mut c1 = rs[0].client("test", "c1").await;
     let mut c2 = rs[1].client("test", "c2").await;
     let mut c3 = rs[2].client("test", "c3").await;
@@ -35,52 +37,58 @@ pub async fn worked_example(rs: &[Replica]) {
     assert_eq!(t.brief(), (0, "", vec![]));
     assert!(!t.has_timestamp, "a never-used election has no timestamp");
 
-    assert_eq!(c1.enter().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+    assert_eq!(c1.enter().await.unwrap().brief(), (id(1), "c1", vec!["c1"]));
     assert_eq!(
         c2.enter().await.unwrap().brief(),
-        (1, "c1", vec!["c1", "c2"])
+        (id(1), "c1", vec!["c1", "c2"])
     );
     assert_eq!(
         c3.enter().await.unwrap().brief(),
-        (1, "c1", vec!["c1", "c2", "c3"])
+        (id(1), "c1", vec!["c1", "c2", "c3"])
     );
     assert_eq!(
         c1.promote("c3").await.unwrap().brief(),
-        (1, "c1", vec!["c1", "c3", "c2"])
+        (id(1), "c1", vec!["c1", "c3", "c2"])
     );
     assert_eq!(
         c2.promote("c3").await.unwrap().brief(),
-        (2, "c3", vec!["c3", "c1", "c2"])
+        (id(2), "c3", vec!["c3", "c1", "c2"])
     );
     assert_eq!(
         c3.anoint("c2").await.unwrap().brief(),
-        (3, "c2", vec!["c2", "c3", "c1"])
+        (id(3), "c2", vec!["c2", "c3", "c1"])
     );
     assert_eq!(
         c2.withdraw().await.unwrap().brief(),
-        (4, "c3", vec!["c3", "c1"])
+        (id(4), "c3", vec!["c3", "c1"])
     );
-    assert_eq!(c1.evict("c3").await.unwrap().brief(), (5, "c1", vec!["c1"]));
+    assert_eq!(
+        c1.evict("c3").await.unwrap().brief(),
+        (id(5), "c1", vec!["c1"])
+    );
     assert_eq!(
         c2.enter().await.unwrap().brief(),
-        (5, "c1", vec!["c1", "c2"])
+        (id(5), "c1", vec!["c1", "c2"])
     );
     assert_eq!(
         c3.anoint("c2").await.unwrap().brief(),
-        (6, "c2", vec!["c2", "c1"])
+        (id(6), "c2", vec!["c2", "c1"])
     );
     c2.close().await.unwrap();
-    assert_eq!(c3.get_term().await.unwrap().brief(), (7, "c1", vec!["c1"]));
+    assert_eq!(
+        c3.get_term().await.unwrap().brief(),
+        (id(7), "c1", vec!["c1"])
+    );
     c1.close().await.unwrap();
     let t = c2.get_term().await.unwrap();
-    assert_eq!(t.brief(), (7, "", vec![]));
+    assert_eq!(t.brief(), (id(7), "", vec![]));
     assert!(t.has_timestamp);
 
     c3.delete().await.unwrap();
     expect_code(c1.delete().await, Code::NotFound);
     assert_eq!(c2.get_term().await.unwrap().brief(), (0, "", vec![]));
     // and a later use starts over from id 0
-    assert_eq!(c1.enter().await.unwrap().brief(), (1, "c1", vec!["c1"]));
+    assert_eq!(c1.enter().await.unwrap().brief(), (id(1), "c1", vec!["c1"]));
 }
 
 #[tokio::test]

@@ -16,12 +16,13 @@ async fn watchers_on_two_replicas_see_the_worked_example_exactly() {
         Replica::start(settings(&redis, &p)).await,
         Replica::start(settings(&redis, &p)).await,
     ];
-    worked_example_events(&rs).await;
+    worked_example_events(&rs, 1).await;
 }
 
 /// Watchers on two of three replicas see each state of the spec's worked example once, in
-/// order, and nothing else.
-pub async fn worked_example_events(rs: &[Replica]) {
+/// order, and nothing else; `first` is the first leader's id (see `core::worked_example`).
+pub async fn worked_example_events(rs: &[Replica], first: u64) {
+    let id = |n: u64| first - 1 + n;
     let mut w1 = rs[0]
         .client("test", "watcher-1")
         .await
@@ -56,18 +57,18 @@ pub async fn worked_example_events(rs: &[Replica]) {
     c3.delete().await.unwrap();
 
     let expected = vec![
-        state(1, &["c1"]),
-        state(1, &["c1", "c2"]),
-        state(1, &["c1", "c2", "c3"]),
-        state(1, &["c1", "c3", "c2"]),
-        state(2, &["c3", "c1", "c2"]),
-        state(3, &["c2", "c3", "c1"]),
-        state(4, &["c3", "c1"]),
-        state(5, &["c1"]),
-        state(5, &["c1", "c2"]),
-        state(6, &["c2", "c1"]),
-        state(7, &["c1"]),
-        state(7, &[]),
+        state(id(1), &["c1"]),
+        state(id(1), &["c1", "c2"]),
+        state(id(1), &["c1", "c2", "c3"]),
+        state(id(1), &["c1", "c3", "c2"]),
+        state(id(2), &["c3", "c1", "c2"]),
+        state(id(3), &["c2", "c3", "c1"]),
+        state(id(4), &["c3", "c1"]),
+        state(id(5), &["c1"]),
+        state(id(5), &["c1", "c2"]),
+        state(id(6), &["c2", "c1"]),
+        state(id(7), &["c1"]),
+        state(id(7), &[]),
         state(0, &[]), // Delete: watchers are told the election is gone
     ];
     for w in [&mut w1, &mut w2] {
@@ -91,11 +92,11 @@ async fn a_thousand_streams_on_three_replicas_all_see_every_change() {
     for _ in 0..3 {
         rs.push(Replica::start(settings(&redis, &p)).await);
     }
-    many_streams_see_every_change(&rs, STREAMS).await;
+    many_streams_see_every_change(&rs, STREAMS, 1).await;
 }
 
 /// `streams` Events streams spread over the replicas all see one change made through each.
-pub async fn many_streams_see_every_change(rs: &[Replica], streams: usize) {
+pub async fn many_streams_see_every_change(rs: &[Replica], streams: usize, first: u64) {
     // a few connections per replica, many streams on each (HTTP/2 multiplexing)
     let mut conns = Vec::new();
     for r in rs {
@@ -124,11 +125,11 @@ pub async fn many_streams_see_every_change(rs: &[Replica], streams: usize) {
         );
     }
     let expected = vec![
-        state(1, &["w0"]),
-        state(1, &["w0", "w1"]),
-        state(1, &["w0", "w1", "w2"]),
+        state(first, &["w0"]),
+        state(first, &["w0", "w1"]),
+        state(first, &["w0", "w1", "w2"]),
     ];
-    assert_eq!(last.unwrap().brief(), (1, "w0", vec!["w0", "w1", "w2"]));
+    assert_eq!(last.unwrap().brief(), (first, "w0", vec!["w0", "w1", "w2"]));
     let mut reading = Vec::new();
     for mut w in watches {
         reading.push(tokio::spawn(async move {

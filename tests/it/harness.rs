@@ -321,6 +321,25 @@ impl RedisCluster {
         ids
     }
 
+    /// The id of the first leader of `election` (under `prefix`) on this cluster: each master
+    /// hands out ids from its failover epoch on (`lua/prelude.lua`, `next_id`), so on a
+    /// Cluster ids start at the epoch times a billion, plus one.
+    pub async fn first_id(&self, prefix: &str, election: &str) -> u64 {
+        let slot = slot_of(&self.nodes[0], &term_key(prefix, election)).await;
+        let owner = &self.nodes[self.owner_of(slot).await];
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut owner.connection().await)
+            .await
+            .expect("cluster info");
+        let epoch: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_my_epoch:"))
+            .and_then(|e| e.trim().parse().ok())
+            .expect("cluster_my_epoch");
+        epoch * 1_000_000_000 + 1
+    }
+
     /// Which of `nodes` owns `slot` now.
     pub async fn owner_of(&self, slot: u16) -> usize {
         let ids = self.node_ids().await;
@@ -330,28 +349,36 @@ impl RedisCluster {
             .query_async(&mut c)
             .await
             .expect("cluster slots");
-        for range in shards {
-            let redis::Value::Array(items) = range else {
-                continue;
-            };
-            let (Some(redis::Value::Int(lo)), Some(redis::Value::Int(hi))) =
-                (items.first(), items.get(1))
-            else {
-                continue;
-            };
-            if (*lo..=*hi).contains(&i64::from(slot)) {
-                if let Some(redis::Value::Array(master)) = items.get(2) {
-                    if let Some(redis::Value::BulkString(id)) = master.get(2) {
-                        let id = String::from_utf8_lossy(id);
-                        if let Some(i) = ids.iter().position(|x| *x == id) {
-                            return i;
-                        }
-                    }
+        if let Some(master) = slot_master(&shards, slot) {
+            if let Some(redis::Value::BulkString(id)) = master.get(2) {
+                let id = String::from_utf8_lossy(id);
+                if let Some(i) = ids.iter().position(|x| *x == id) {
+                    return i;
                 }
             }
         }
         panic!("no node owns slot {slot}");
     }
+}
+
+/// The master of `slot` in a `CLUSTER SLOTS` reply: its address, port and node id.
+pub fn slot_master(ranges: &[redis::Value], slot: u16) -> Option<&[redis::Value]> {
+    for range in ranges {
+        let redis::Value::Array(items) = range else {
+            continue;
+        };
+        let (Some(redis::Value::Int(lo)), Some(redis::Value::Int(hi))) =
+            (items.first(), items.get(1))
+        else {
+            continue;
+        };
+        if (*lo..=*hi).contains(&i64::from(slot)) {
+            if let Some(redis::Value::Array(master)) = items.get(2) {
+                return Some(master);
+            }
+        }
+    }
+    None
 }
 
 impl RedisCluster {
