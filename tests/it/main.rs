@@ -17,4 +17,5 @@ mod ops;
 mod outage;
 mod partition;
 mod sentinel;
+mod split;
 mod storage;

@@ -143,3 +143,140 @@ impl Drop for Namespace {
             .status();
     }
 }
+
+/// A private network: machines (network namespaces) on one bridge, which itself lives in a
+/// namespace of its own, and a link from the host to the bridge, so that the test reaches every
+/// machine while the machines can be cut off from each other. Addresses are `<subnet>.<k>` in a
+/// /24 of 10.214.0.0/16 chosen from the test's process id and `n` (each test of one run uses its
+/// own `n`, below 8); the host is `.1`. Everything is removed when dropped.
+pub struct Lan {
+    /// The namespace holding the bridge.
+    bridge: String,
+    host_link: String,
+    /// The first three bytes of every address, `10.214.x`.
+    subnet: String,
+    tag: String,
+    machines: Vec<String>,
+}
+
+/// One machine of a [`Lan`]: a network namespace with one address. Its processes are started
+/// with [`Machine::command`]; [`Machine::isolate`] cuts it off from other machines.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub name: String,
+    pub ip: String,
+}
+
+impl Lan {
+    pub fn create(n: u32) -> Self {
+        assert!(n < 8);
+        let id = std::process::id();
+        let tag = format!("{id}x{n}");
+        let lan = Lan {
+            bridge: format!("ed-{tag}-lan"),
+            host_link: format!("eh{tag}"),
+            subnet: format!("10.214.{}", (id % 32) * 8 + n),
+            tag,
+            machines: Vec::new(),
+        };
+        ip(&["netns", "add", &lan.bridge]);
+        lan.in_bridge(&["link", "add", "br0", "type", "bridge"]);
+        lan.in_bridge(&["link", "set", "br0", "up"]);
+        let peer = format!("ep{}", lan.tag);
+        lan.plug(&lan.host_link, &peer);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.1/24", lan.subnet),
+            "dev",
+            &lan.host_link,
+        ]);
+        ip(&["link", "set", &lan.host_link, "up"]);
+        lan
+    }
+
+    fn in_bridge(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.bridge, "ip"];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// A veth pair whose `peer` end joins the bridge; `end` stays where it is made.
+    fn plug(&self, end: &str, peer: &str) {
+        ip(&["link", "add", end, "type", "veth", "peer", "name", peer]);
+        ip(&["link", "set", peer, "netns", &self.bridge]);
+        self.in_bridge(&["link", "set", peer, "master", "br0"]);
+        self.in_bridge(&["link", "set", peer, "up"]);
+    }
+
+    /// A new machine on the network.
+    pub fn machine(&mut self) -> Machine {
+        let k = self.machines.len() + 2;
+        assert!(k < 250);
+        let m = Machine {
+            name: format!("ed-{}-m{k}", self.tag),
+            ip: format!("{}.{k}", self.subnet),
+        };
+        ip(&["netns", "add", &m.name]);
+        self.machines.push(m.name.clone());
+        let end = format!("em{}{k}", self.tag);
+        self.plug(&end, &format!("eb{}{k}", self.tag));
+        ip(&["link", "set", &end, "netns", &m.name]);
+        m.ip_cmd(&["addr", "add", &format!("{}/24", m.ip), "dev", &end]);
+        m.ip_cmd(&["link", "set", &end, "up"]);
+        m.ip_cmd(&["link", "set", "lo", "up"]);
+        m
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .status();
+        for name in self.machines.iter().chain(std::iter::once(&self.bridge)) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .status();
+        }
+    }
+}
+
+impl Machine {
+    fn ip_cmd(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// A command that runs `program` on this machine.
+    pub fn command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Drops, silently and both ways, every packet between this machine and `others`
+    /// (the host still reaches it).
+    pub fn isolate(&self, others: &[&Machine]) {
+        for o in others {
+            for rule in [["INPUT", "-s"], ["OUTPUT", "-d"]] {
+                let args = [rule[0], rule[1], o.ip.as_str(), "-j", "DROP"];
+                self.iptables("-A", &args);
+            }
+        }
+    }
+
+    /// Lifts every cut of [`Self::isolate`].
+    pub fn rejoin(&self) {
+        for chain in ["INPUT", "OUTPUT"] {
+            self.iptables("-F", &[chain]);
+        }
+    }
+
+    fn iptables(&self, action: &str, rule: &[&str]) {
+        let mut args = vec!["netns", "exec", &self.name, "iptables", action];
+        args.extend_from_slice(rule);
+        run("ip", &args);
+    }
+}
