@@ -29,6 +29,9 @@ use tokio::sync::Mutex;
 
 use super::StoreError;
 
+/// How long to wait for the other Sentinels once one has answered.
+const LATE: Duration = Duration::from_millis(100);
+
 /// The Sentinels of one master group, and what they last said.
 pub(super) struct Sentinels {
     /// One client per Sentinel, with its URL's credentials and TLS.
@@ -127,16 +130,34 @@ impl Sentinels {
     }
 
     /// What the Sentinels say now, best first: every usable answer, highest epoch first.
-    /// Asks them all at once, each within the timeout.
+    /// Asks them all at once, each within the timeout, and stops waiting once a majority has
+    /// answered, or [`LATE`] after the first usable answer: a Sentinel that is down must not
+    /// hold up every new connection.
     pub async fn named(&self) -> RedisResult<Vec<Named>> {
-        let asks = (0..self.sentinels.len()).map(|i| self.ask(i));
-        let mut named: Vec<Named> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter_map(Result::ok)
-            .flatten()
-            .collect();
-        named.sort_by_key(|n| std::cmp::Reverse(n.epoch));
+        use futures::StreamExt;
+        let mut asks: futures::stream::FuturesUnordered<_> =
+            (0..self.sentinels.len()).map(|i| self.ask(i)).collect();
+        let majority = self.sentinels.len() / 2 + 1;
+        let (mut answered, mut named, mut until) = (0, Vec::new(), None);
+        loop {
+            let next = match until {
+                Some(t) => match tokio::time::timeout_at(t, asks.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => asks.next().await,
+            };
+            let Some(answer) = next else { break };
+            answered += 1;
+            if let Ok(Some(n)) = answer {
+                named.push(n);
+                until.get_or_insert_with(|| tokio::time::Instant::now() + LATE);
+            }
+            if answered >= majority && !named.is_empty() {
+                break;
+            }
+        }
+        named.sort_by_key(|n: &Named| std::cmp::Reverse(n.epoch));
         named.dedup();
         let Some(best) = named.first() else {
             return Err(RedisError::from((
@@ -144,7 +165,14 @@ impl Sentinels {
                 "no Sentinel names a master that is up",
             )));
         };
-        self.latest.fetch_max(best.epoch, Ordering::Relaxed);
+        let before = self.latest.fetch_max(best.epoch, Ordering::Relaxed);
+        if best.epoch > before {
+            tracing::info!(
+                master = %best.addr,
+                epoch = best.epoch,
+                "following the master the Sentinels name, of a newer failover epoch"
+            );
+        }
         Ok(named)
     }
 

@@ -259,3 +259,41 @@ async fn sentinels_and_a_master_over_tls_are_reached_with_the_ca() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+#[tokio::test]
+async fn a_sentinel_that_hangs_holds_up_no_call() {
+    let primary = RedisServer::start().await;
+    let (sentinels, ports, dir) = sentinels(&primary).await;
+    for &p in &ports {
+        wait_for_port(p).await;
+    }
+    // one Sentinel stops answering (its connections open, its replies never come)
+    let frozen = sentinels[0].id().expect("a running sentinel");
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &frozen.to_string()])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    let mut s = sentinel_settings(&prefix("sentinel-hang"), &ports, "redis", "");
+    s.redis_timeout_ms = 1000;
+    // a new replica: every connection it makes must find the master through the others
+    let replica = Replica::start(s).await;
+    let mut c = replica.client("hang", "c1").await;
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        c.acting_as("hang", &format!("c{i}"))
+            .enter()
+            .await
+            .unwrap_or_else(|e| panic!("call {i} with one Sentinel hung: {e:?}"));
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "call {i} waited {:?} for the hung Sentinel",
+            started.elapsed()
+        );
+    }
+    assert_eq!(c.get_term().await.unwrap().candidates.len(), 5);
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &frozen.to_string()])
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
