@@ -14,7 +14,9 @@
 //! - every replica serves again without a restart, none panicked, and memory stays bounded.
 //!
 //! `FAULTS_SECONDS` (default 60) sets how long faults run; `FAULTS_SEED` replays a schedule
-//! (the seed is printed). Needs root (namespaces, `iptables`). See `docs/FAULTS.md`.
+//! (the seed is printed); `FAULTS_REDIS` (`always`, `everysec`, `none`) sets how Redis keeps
+//! its data (`none` shows what a restart without persistence does: the checks fail). Needs
+//! root (namespaces, `iptables`). See `docs/FAULTS.md`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
@@ -150,9 +152,20 @@ async fn overlapping_faults_under_load_lose_nothing_acknowledged() {
     let mut args = vec!["--bind".to_owned(), "127.0.0.1".to_owned()];
     args.extend(namespaces.iter().map(|n| n.host_ip.clone()));
     args.extend(["--protected-mode".to_owned(), "no".to_owned()]);
-    let redis = Arc::new(tokio::sync::Mutex::new(
-        RedisServer::start_persistent_with_args(args).await,
-    ));
+    // how Redis keeps what it acknowledged: `always` (AOF, fsync on every write; the default),
+    // `everysec` (AOF, fsync once a second) or `none` (nothing on disk: a restart forgets all)
+    let persistence = std::env::var("FAULTS_REDIS").unwrap_or_else(|_| "always".into());
+    eprintln!("redis persistence: {persistence} (FAULTS_REDIS)");
+    let redis = match persistence.as_str() {
+        "always" => RedisServer::start_persistent_with_args(args).await,
+        "everysec" => {
+            args.extend(["--appendfsync".to_owned(), "everysec".to_owned()]);
+            RedisServer::start_persistent_with_args(args).await
+        }
+        "none" => RedisServer::start_with_args(args).await,
+        other => panic!("FAULTS_REDIS={other}: always, everysec or none"),
+    };
+    let redis = Arc::new(tokio::sync::Mutex::new(redis));
     let redis_port: u16 = redis
         .lock()
         .await
