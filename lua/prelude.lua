@@ -437,7 +437,15 @@ end
 
 -- The id of a new leader after one with id `id`.
 local function next_id(id)
-  return math.max(id + 1, epoch() * EPOCH_SPAN + 1)
+  -- one Redis, or no failover yet: every instruction counts on the path of each new leader
+  if epoch_arg == '0' and not CLUSTER then
+    return id + 1
+  end
+  local first = epoch() * EPOCH_SPAN + 1
+  if id + 1 > first then
+    return id + 1
+  end
+  return first
 end
 
 -- Stores and announces the changed state. A new id (`next_id`) when leadership passed to
