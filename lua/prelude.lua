@@ -415,11 +415,12 @@ end
 local EPOCH_SPAN = 1000000000
 
 -- On a Cluster, this node's epoch as last read, and its replication id then. CLUSTER INFO
--- walks every slot (about 40 us), so it is read again only when the replication id changed:
--- a replica promoted to master takes a new one, and only a promotion makes a master that may
--- run beside an older one. (A master's epoch also rises when it takes a slot over from another
--- master, which then stops serving it: using the lower epoch read before is safe there.)
--- These survive from call to call on purpose; they are this node's, never replicated.
+-- walks every slot (about 265,000 instructions; INFO replication about 20,000, a whole Enter
+-- about 120,000), so it is read again only when the replication id changed: a replica
+-- promoted to master takes a new one, and only a promotion makes a master that may run beside
+-- an older one. (A master's epoch also rises when it takes a slot over from another master,
+-- which then stops serving it: using the lower epoch read before is safe there.) These
+-- survive from call to call on purpose; they are this node's, never replicated.
 local node_epoch, node_replid
 
 -- This master's failover epoch.
@@ -427,7 +428,10 @@ local function epoch()
   if not CLUSTER then
     return tonumber(epoch_arg)
   end
-  local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  -- (a plain find: the pattern match cost half as much again as INFO itself)
+  local info = redis.call('INFO', 'replication')
+  local at = string.find(info, 'master_replid:', 1, true)
+  local replid = string.sub(info, at + 14, at + 53)
   if replid ~= node_replid then
     node_epoch = tonumber(string.match(redis.call('CLUSTER', 'INFO'), 'cluster_my_epoch:(%d+)'))
     node_replid = replid
