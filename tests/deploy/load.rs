@@ -3,7 +3,8 @@
 //! Each writer owns one election with two candidates, `a` and `b`, and anoints them in turn,
 //! acting as the one it anoints (so both keep their leases). Every acknowledged Anoint that
 //! moved the leadership raised the term id; the writer keeps the highest acknowledged id, which
-//! the final state must reach or pass if nothing acknowledged was lost.
+//! the final state must reach or pass if nothing acknowledged was lost, and the last
+//! acknowledged id and leader, which a failover must keep exactly.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct Tally {
     pub failed: BTreeMap<String, u64>,
     /// The highest term id an acknowledged call returned.
     pub acked_id: u64,
+    /// The term id and leader of the last acknowledged answer.
+    pub last: Option<(u64, String)>,
     /// The slowest acknowledged call.
     pub slowest: Duration,
     /// The first few failures' messages, for the reader of a failed run.
@@ -126,6 +129,7 @@ async fn write(a: Client, stop: Arc<AtomicBool>) -> Tally {
             Ok(term) => {
                 tally.ok += 1;
                 tally.acked_id = tally.acked_id.max(term.id);
+                tally.last = Some((term.id, term.leader.clone()));
                 tally.slowest = tally.slowest.max(took);
                 if let Some(since) = failing_since.take() {
                     tally.longest_gap = tally.longest_gap.max(since.elapsed());

@@ -259,7 +259,7 @@ async fn balancer_restarted_while_a_replica_is_down(stack: &Stack) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sentinel_deployment_keeps_serving_when_the_primary_stops() {
+async fn the_sentinel_deployment_fails_over_and_loses_no_acknowledged_change() {
     let _one = prepare().await;
     let stack = Stack::up(
         "electiond-deploy-sentinel-test",
@@ -273,56 +273,99 @@ async fn the_sentinel_deployment_keeps_serving_when_the_primary_stops() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stopped = Instant::now();
     stack.compose(&["stop", "redis"]);
-    // calls resume once a Sentinel has promoted a replica
-    let mut probe: Client = client(stack.addr, "failover-probe", "p", CALL_TIMEOUT).await;
-    let deadline = Duration::from_secs(60);
-    let mut failed = false;
-    loop {
-        match probe.enter().await {
-            Ok(_) if failed || stopped.elapsed() > Duration::from_secs(15) => break,
-            Ok(_) => {}
-            Err(_) => failed = true,
+
+    // a Sentinel promotes a replica...
+    let master = || {
+        stack.exec(
+            "sentinel-1",
+            &[
+                "redis-cli",
+                "-p",
+                "26379",
+                "sentinel",
+                "get-master-addr-by-name",
+                "elect",
+            ],
+        )
+    };
+    let new_master = loop {
+        if let Some(name) = master().lines().find(|l| l.starts_with("redis-replica-")) {
+            break name.trim().to_owned();
         }
         assert!(
-            stopped.elapsed() < deadline,
-            "no call succeeded within {deadline:?} of stopping the primary\n{}",
+            stopped.elapsed() < Duration::from_secs(60),
+            "no replica promoted within 60 s of stopping the primary\n{}",
             stack.logs(&["sentinel-1"])
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let promoted = stopped.elapsed();
+    // ...but with both replicas to confirm every change and one Redis of three gone, changes
+    // fail (at once: the new master refuses writes) until it is back: the price of losing
+    // nothing in any split
+    let mut probe: Client = client(stack.addr, "failover-probe", "p", CALL_TIMEOUT).await;
+    let refusing = Instant::now();
+    while refusing.elapsed() < Duration::from_secs(3) {
+        let called = Instant::now();
+        expect_code(probe.enter().await, Code::Unavailable);
+        assert!(
+            called.elapsed() < CALL_TIMEOUT,
+            "a refused change took {:?}",
+            called.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let resumed = stopped.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the new master holds each writer's last acknowledged state (read on it directly:
+    // nothing can change it meanwhile, every write is refused), or the one change after it
+    // that was running as the primary stopped (applied and confirmed, its answer lost)
     let elections = writers.elections.clone();
     let tallies = writers.stop().await;
-    let all = Tally::merge(&tallies);
-    eprintln!(
-        "primary stopped: calls resumed {resumed:.1?} later; writers: {} acknowledged, failures {:?}, longest outage {:.1?}",
-        all.ok, all.failed, all.longest_gap
-    );
-    nothing_acknowledged_lost(&stack, &elections, &tallies).await;
+    for (election, tally) in elections.iter().zip(&tallies) {
+        let key = harness::term_key("electiond", election);
+        let stored = stack.exec(&new_master, &["redis-cli", "GET", &key]);
+        let (head, list) = stored.split_once('\n').unwrap_or((&stored, ""));
+        let id: u64 = head
+            .split(' ')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{election}: the new master holds {stored:?}"));
+        let leader = list.lines().next().unwrap_or("");
+        let (acked_id, acked_leader) = tally.last.clone().expect("acknowledged calls");
+        assert!(
+            (id, leader) == (acked_id, acked_leader.as_str())
+                || (id == acked_id + 1 && leader != acked_leader),
+            "{election}: the new master holds id {id} led by {leader:?}; the last acknowledged \
+             answer was id {acked_id} led by {acked_leader:?}"
+        );
+    }
 
-    // the old primary comes back as a replica of the new one (not as a second master with
-    // its old data), and the deployment keeps serving
+    // the old primary comes back as a replica of the new master (not as a second master with
+    // its old data), and changes are acknowledged again
     stack.compose(&["start", "redis"]);
     let started = Instant::now();
-    while !stack
-        .exec("redis", &["redis-cli", "info", "replication"])
-        .contains("role:slave")
-    {
+    while probe.enter().await.is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the old primary did not become a replica within 60 s"
+            "no change acknowledged within 60 s of the old primary's start"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "the old primary rejoined as a replica {:.1?} after its start",
-        started.elapsed()
+    let resumed = started.elapsed();
+    assert!(
+        stack
+            .exec("redis", &["redis-cli", "info", "replication"])
+            .contains("role:slave"),
+        "the old primary rejoined as a replica"
     );
-    probe
-        .get_term()
-        .await
-        .expect("GetTerm with the old primary back");
+    let all = Tally::merge(&tallies);
+    eprintln!(
+        "primary stopped: a replica promoted {promoted:.1?} later; started again {:.1?} after \
+         the stop, changes acknowledged again {resumed:.1?} after its start; writers (until \
+         the start): {} acknowledged, failures {:?}",
+        stopped.elapsed() - started.elapsed(),
+        all.ok,
+        all.failed,
+    );
 }
 
 /// Waits until both replicas are in sync with the primary and every Sentinel has learnt of

@@ -119,14 +119,22 @@ fn the_sentinel_override_is_consistent_with_the_service() {
     let services = &over["services"];
     let sentinel_names = ["sentinel-1", "sentinel-2", "sentinel-3"];
 
-    // two replicas of the primary (so that WAIT 1 can be met after losing any one Redis), and
-    // Sentinels that watch the primary as "elect" with a majority quorum
+    // two replicas of the primary, and Sentinels that watch the primary as "elect" with a
+    // majority quorum; every Redis (each may become master) refuses writes while it has not
+    // both replicas, as electiond waits for both
     for name in ["redis-replica-1", "redis-replica-2"] {
         let replica = command(services, name).join(" ");
         assert!(replica.contains("--replicaof redis 6379"), "{replica}");
         assert!(
             replica.contains(&format!("--replica-announce-ip {name}")),
             "{replica}"
+        );
+    }
+    for name in ["redis", "redis-replica-1", "redis-replica-2"] {
+        let redis = command(services, name).join(" ");
+        assert!(
+            redis.contains("--min-replicas-to-write 2"),
+            "{name}: {redis}"
         );
     }
     for name in sentinel_names {
@@ -155,7 +163,7 @@ fn the_sentinel_override_is_consistent_with_the_service() {
             .map(|s| format!("redis://{s}:26379"))
             .collect();
         assert_eq!(settings.sentinels(), expected, "{name}");
-        assert_eq!(settings.redis_wait_replicas, 1, "{name}");
+        assert_eq!(settings.redis_wait_replicas, 2, "{name}");
     }
 }
 
