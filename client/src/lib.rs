@@ -119,7 +119,8 @@ impl From<Status> for Error {
 /// One state of an election.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Term {
-    /// The term id: goes up by one whenever another candidate becomes leader. The fencing
+    /// The term id: goes up whenever another candidate becomes leader (by one; after a Redis
+    /// failover, into the new master's range, so that no id is ever handed out twice). The fencing
     /// token of that leader.
     pub id: u64,
     /// The leader, or `None` when there are no candidates.
