@@ -244,23 +244,12 @@ impl RedisCluster {
             n.spawn().await;
             nodes.push(n);
         }
-        let mut create = Command::new("redis-cli");
-        if certs.is_some() {
-            create.args(["-a", CLUSTER_PASSWORD, "--no-auth-warning"]);
-        }
-        let out = create
-            .arg("--cluster")
-            .arg("create")
-            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .await
-            .expect("redis-cli is on PATH");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let password = certs.map(|_| CLUSTER_PASSWORD);
+        create_cluster(&addresses, replicas, password).await;
         let cluster = Self { nodes, tls_ports };
         // every node must agree that all slots are served before the test starts
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -438,6 +427,27 @@ impl RedisCluster {
             }
         }
     }
+}
+
+/// Joins the Redis at `addresses` (`host:port`) into a Cluster with `replicas` replicas per
+/// master, as `redis-cli --cluster create` does (it picks the masters).
+pub async fn create_cluster(addresses: &[String], replicas: usize, password: Option<&str>) {
+    let mut create = Command::new("redis-cli");
+    if let Some(password) = password {
+        create.args(["-a", password, "--no-auth-warning"]);
+    }
+    let out = create
+        .args(["--cluster", "create"])
+        .args(addresses)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .output()
+        .await
+        .expect("redis-cli is on PATH");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster create failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A fresh directory holding a self-signed certificate for `localhost` and `127.0.0.1`, as

@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::process::Child;
 
-use crate::harness::{election_keys, prefix, slot_master};
+use crate::harness::{create_cluster, election_keys, prefix, slot_master};
 use crate::netns::{Lan, Machine};
 
 /// Clients per side that change leaders, and that enter the set.
@@ -282,18 +282,11 @@ impl Redis {
             })
             .await;
         }
-        let out = tokio::process::Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(nodes.iter().map(|m| format!("{}:{REDIS_PORT}", m.ip)))
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .await
-            .expect("redis-cli is on PATH");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|m| format!("{}:{REDIS_PORT}", m.ip))
+            .collect();
+        create_cluster(&addresses, 1, None).await;
         let redis = Redis::Cluster { nodes };
         redis.wait_settled().await;
         redis
