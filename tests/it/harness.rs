@@ -184,6 +184,16 @@ pub struct RedisCluster {
     pub tls_ports: Vec<u16>,
 }
 
+/// The arguments that make a `redis-server` a Cluster node, failed over after 2 s.
+pub const CLUSTER_NODE: [&str; 6] = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+];
+
 /// The password of [`RedisCluster::start_secure`]'s nodes.
 pub const CLUSTER_PASSWORD: &str = "cluster-pw";
 
@@ -209,16 +219,7 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         let mut tls_ports = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            let mut args: Vec<String> = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-            ]
-            .map(str::to_owned)
-            .to_vec();
+            let mut args: Vec<String> = CLUSTER_NODE.map(str::to_owned).to_vec();
             if let Some(certs) = certs {
                 let tls_port = free_port();
                 tls_ports.push(tls_port);

@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::process::Child;
 
-use crate::harness::{create_cluster, election_keys, prefix, slot_master};
+use crate::harness::{create_cluster, election_keys, prefix, slot_master, CLUSTER_NODE};
 use crate::netns::{Lan, Machine};
 
 /// Clients per side that change leaders, and that enter the set.
@@ -261,17 +261,7 @@ impl Redis {
         let nodes: Vec<Machine> = (0..6).map(|_| lan.machine()).collect();
         for (i, m) in nodes.iter().enumerate() {
             let mut args = redis_args.to_vec();
-            args.extend(
-                [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ]
-                .map(str::to_owned),
-            );
+            args.extend(CLUSTER_NODE.map(str::to_owned));
             procs.redis(m, &format!("redis-{i}"), &args);
         }
         for m in &nodes {
