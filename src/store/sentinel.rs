@@ -226,11 +226,17 @@ impl Sentinels {
     }
 
     /// A connection to the current master, checked to be one, and its epoch. Only the master
-    /// of the highest epoch named will do: an older one may still take writes (cut off from
-    /// the Sentinels), but they would be lost.
+    /// of the highest epoch any Sentinel has named will do: an older one may still take
+    /// writes (cut off from the Sentinels), but they would be lost.
     pub async fn connect(&self) -> RedisResult<(MultiplexedConnection, u64)> {
         let named = self.named().await?;
         let newest = named[0].epoch;
+        if newest < self.latest_epoch() {
+            return Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "the Sentinels that answered name a master that has been replaced",
+            )));
+        }
         let mut last = None;
         for named in named.into_iter().take_while(|n| n.epoch == newest) {
             let r = async {
