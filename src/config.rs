@@ -89,6 +89,15 @@ pub struct Settings {
     /// empty turns authentication off. Health stays open.
     #[serde(default)]
     pub auth_tokens: Option<String>,
+    /// The access file (`ELECTION_ACCESS_FILE`): TOML grants, each a credential (a token's
+    /// SHA-256, or a client certificate's name), a role and the elections it covers. Read
+    /// again on SIGHUP and when it changes.
+    #[serde(default)]
+    pub access_file: Option<String>,
+    /// PEM CA whose client certificates the gRPC port accepts as credentials
+    /// (`ELECTION_TLS_CLIENT_CA`); needs TLS and an access file.
+    #[serde(default)]
+    pub tls_client_ca: Option<String>,
     /// PEM certificate chain for TLS on the gRPC port (`ELECTION_TLS_CERT`); with
     /// `ELECTION_TLS_KEY`, turns TLS on.
     #[serde(default)]
@@ -138,6 +147,8 @@ impl std::fmt::Debug for Settings {
                 &self.auth_tokens.as_ref().map(|_| "<redacted>"),
             )
             .field("tls", &self.tls_cert.is_some())
+            .field("access_file", &self.access_file)
+            .field("tls_client_ca", &self.tls_client_ca)
             .finish_non_exhaustive()
     }
 }
@@ -288,6 +299,8 @@ impl Settings {
             &mut self.auth_tokens,
             &mut self.tls_cert,
             &mut self.tls_key,
+            &mut self.access_file,
+            &mut self.tls_client_ca,
         ] {
             if opt.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 *opt = None;
@@ -350,6 +363,18 @@ impl Settings {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both, or neither");
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return invalid(
+                "tls_client_ca",
+                "client certificates need TLS on the gRPC port (tls_cert and tls_key)",
+            );
+        }
+        if self.tls_client_ca.is_some() && self.access_file.is_none() {
+            return invalid(
+                "tls_client_ca",
+                "client certificates are credentials of grants: set access_file too",
+            );
         }
         if self.auth_tokens.is_some() && self.tokens().is_empty() {
             return invalid("auth_tokens", "lists no token");

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod election;
 pub mod events;
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
+use crate::access::Access;
 use crate::config::Settings;
 use crate::election::Limits;
 use crate::events::Hub;
@@ -76,6 +78,8 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// The lease TTL as response metadata, encoded once (see `grpc::LEASE_TTL_HEADER`).
     pub lease_ttl: tonic::metadata::AsciiMetadataValue,
+    /// Who may do what (off when no credential is configured).
+    pub access: Arc<Access>,
 }
 
 /// Why a replica could not start or stopped with an error.
@@ -99,6 +103,9 @@ pub enum RunError {
     /// The metrics listener could not be started.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// The access file or tokens are unusable.
+    #[error("{0}")]
+    Access(String),
 }
 
 /// The runtime a replica runs on: tokio's multi-threaded one, with the scheduler's LIFO slot
@@ -131,9 +138,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
+    // before anything starts: a mistake in the grants stops the start
+    let access = Arc::new(
+        Access::load(
+            settings.access_file.as_ref().map(Into::into),
+            settings.tokens(),
+            metrics.clone(),
+        )
+        .map_err(RunError::Access)?,
+    );
     let (store, local) = connect(&settings, metrics.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (state, tasks) = start(&settings, store, metrics, stop_rx).await?;
+    let (state, tasks) = start(&settings, store, metrics, access, stop_rx).await?;
     let served = serve(&settings, state, listener, shutdown, &stop_tx).await;
     // whatever ended serving (a drain, or an error before it began), the tasks stop now
     let _ = stop_tx.send(true);
@@ -215,6 +231,7 @@ async fn start(
     settings: &Settings,
     store: Store,
     metrics: Arc<Metrics>,
+    access: Arc<Access>,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<AppState>, Vec<tokio::task::JoinHandle<()>>), RunError> {
     let metrics_listener = match &settings.metrics_addr {
@@ -237,6 +254,7 @@ async fn start(
             stop.clone(),
         )),
         tokio::spawn(store::sweep(store.clone(), stop.clone())),
+        tokio::spawn(access::watch(access.clone(), stop.clone())),
     ];
     if let Some(l) = metrics_listener {
         tasks.push(tokio::spawn(metrics::serve(l, metrics, stop.clone())));
@@ -247,6 +265,7 @@ async fn start(
         stop: stop.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
         lease_ttl: settings.lease_ttl_ms.into(),
+        access,
         limits: Limits {
             max_name_bytes: settings.max_name_bytes,
             max_id_bytes: settings.max_id_bytes,
@@ -286,8 +305,6 @@ async fn serve(
 
     use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
     use proto::served::leader_election_service_server::LeaderElectionServiceServer;
-    use tonic::service::interceptor::InterceptedService;
-    let auth = grpc::auth::Tokens::new(settings.tokens());
     let max_msg = settings.max_message_bytes;
     let mut builder = tonic::transport::Server::builder();
     if let Some((interval, timeout)) = settings.keepalive() {
@@ -309,16 +326,14 @@ async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(
+        .add_service(
             LeaderElectionServiceServer::new(grpc::ElectionService::new(state.clone()))
                 .max_decoding_message_size(max_msg),
-            auth.clone(),
-        ))
-        .add_service(InterceptedService::new(
+        )
+        .add_service(
             PrimitiveServiceServer::new(grpc::PrimitiveService::new(state.clone()))
                 .max_decoding_message_size(max_msg),
-            auth,
-        ))
+        )
         .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = drain_rx.await;
         });
@@ -355,9 +370,14 @@ fn tls_config(settings: &Settings) -> Result<Option<tonic::transport::ServerTlsC
         std::fs::read(path).map_err(|e| RunError::Tls(format!("cannot read {path}: {e}")))
     };
     let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-    Ok(Some(
-        tonic::transport::ServerTlsConfig::new().identity(identity),
-    ))
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &settings.tls_client_ca {
+        // asked for, not required: callers with a bearer token need none
+        tls = tls
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(Some(tls))
 }
 
 /// Keeps gRPC health in step with Redis: SERVING while it answers, NOT_SERVING otherwise.

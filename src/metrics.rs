@@ -29,11 +29,18 @@ struct MethodLabels {
     method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeniedLabels {
+    grant: String,
+    operation: &'static str,
+}
+
 /// Counters and gauges of one replica.
 #[derive(Debug)]
 pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
+    denied: Family<DeniedLabels, Counter>,
     /// Events streams open now.
     pub streams_open: Gauge,
     /// Changes received from Redis pub/sub (or a catch-up read) and accepted for delivery.
@@ -60,6 +67,7 @@ impl Default for Metrics {
         let mut m = Metrics {
             calls,
             latency,
+            denied: Family::default(),
             streams_open: Gauge::default(),
             events_received: Counter::default(),
             events_delivered: Counter::default(),
@@ -80,6 +88,11 @@ impl Default for Metrics {
             "electiond_grpc_call_duration_seconds",
             "gRPC call latency by method",
             m.latency.clone(),
+        );
+        r.register(
+            "electiond_access_denied",
+            "Calls refused by access control, by grant (empty: no known credential) and operation",
+            m.denied.clone(),
         );
         r.register(
             "electiond_events_streams_open",
@@ -159,6 +172,16 @@ impl Metrics {
         self.latency
             .get_or_create(&MethodLabels { method })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a call refused by access control (`grant` empty: no known credential).
+    pub fn access_denied(&self, grant: &str, operation: &'static str) {
+        self.denied
+            .get_or_create(&DeniedLabels {
+                grant: grant.to_owned(),
+                operation,
+            })
+            .inc();
     }
 
     /// Adds `n` to a counter.

@@ -8,7 +8,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::{Request, Response, Status};
 
 use super::encoded::Encoded;
-use super::{candidate, response_header, term_to_proto, unary, Target};
+use super::{candidate, response_header, term_to_proto, unary, Credentials, Target};
+use crate::access::Operation;
 use crate::election::{Term, ValidSnapshot};
 use crate::events::Watcher;
 use crate::metrics::Metrics;
@@ -115,16 +116,22 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::EnterRequest>,
     ) -> Result<Response<epb::EnterResponse>, Status> {
-        let req = request.into_inner();
-        unary(&self.state, "Enter", req.header.as_ref(), |t| async move {
-            t.caller()?;
-            Ok(epb::EnterResponse {
-                header: response_header(false),
-                output: Some(epb::EnterOutput {
-                    term: self.apply(&t, Op::Enter).await?,
-                }),
-            })
-        })
+        let (credentials, req) = Credentials::split(request);
+        unary(
+            &self.state,
+            Operation::Enter,
+            &credentials,
+            req.header.as_ref(),
+            |t| async move {
+                t.caller()?;
+                Ok(epb::EnterResponse {
+                    header: response_header(false),
+                    output: Some(epb::EnterOutput {
+                        term: self.apply(&t, Op::Enter).await?,
+                    }),
+                })
+            },
+        )
         .await
     }
 
@@ -132,10 +139,11 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::WithdrawRequest>,
     ) -> Result<Response<epb::WithdrawResponse>, Status> {
-        let req = request.into_inner();
+        let (credentials, req) = Credentials::split(request);
         unary(
             &self.state,
-            "Withdraw",
+            Operation::Withdraw,
+            &credentials,
             req.header.as_ref(),
             |t| async move {
                 t.caller()?;
@@ -154,17 +162,23 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::AnointRequest>,
     ) -> Result<Response<epb::AnointResponse>, Status> {
-        let req = request.into_inner();
+        let (credentials, req) = Credentials::split(request);
         let id = req.input.as_ref().map(|i| i.candidate_id.as_str());
-        unary(&self.state, "Anoint", req.header.as_ref(), |t| async move {
-            let c = candidate(id, &self.state.limits)?;
-            Ok(epb::AnointResponse {
-                header: response_header(false),
-                output: Some(epb::AnointOutput {
-                    term: self.apply(&t, Op::Anoint(&c)).await?,
-                }),
-            })
-        })
+        unary(
+            &self.state,
+            Operation::Anoint,
+            &credentials,
+            req.header.as_ref(),
+            |t| async move {
+                let c = candidate(id, &self.state.limits)?;
+                Ok(epb::AnointResponse {
+                    header: response_header(false),
+                    output: Some(epb::AnointOutput {
+                        term: self.apply(&t, Op::Anoint(&c)).await?,
+                    }),
+                })
+            },
+        )
         .await
     }
 
@@ -172,11 +186,12 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::PromoteRequest>,
     ) -> Result<Response<epb::PromoteResponse>, Status> {
-        let req = request.into_inner();
+        let (credentials, req) = Credentials::split(request);
         let id = req.input.as_ref().map(|i| i.candidate_id.as_str());
         unary(
             &self.state,
-            "Promote",
+            Operation::Promote,
+            &credentials,
             req.header.as_ref(),
             |t| async move {
                 let c = candidate(id, &self.state.limits)?;
@@ -195,17 +210,23 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::EvictRequest>,
     ) -> Result<Response<epb::EvictResponse>, Status> {
-        let req = request.into_inner();
+        let (credentials, req) = Credentials::split(request);
         let id = req.input.as_ref().map(|i| i.candidate_id.as_str());
-        unary(&self.state, "Evict", req.header.as_ref(), |t| async move {
-            let c = candidate(id, &self.state.limits)?;
-            Ok(epb::EvictResponse {
-                header: response_header(false),
-                output: Some(epb::EvictOutput {
-                    term: self.apply(&t, Op::Evict(&c)).await?,
-                }),
-            })
-        })
+        unary(
+            &self.state,
+            Operation::Evict,
+            &credentials,
+            req.header.as_ref(),
+            |t| async move {
+                let c = candidate(id, &self.state.limits)?;
+                Ok(epb::EvictResponse {
+                    header: response_header(false),
+                    output: Some(epb::EvictOutput {
+                        term: self.apply(&t, Op::Evict(&c)).await?,
+                    }),
+                })
+            },
+        )
         .await
     }
 
@@ -213,10 +234,11 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::GetTermRequest>,
     ) -> Result<Response<Encoded>, Status> {
-        let req = request.into_inner();
+        let (credentials, req) = Credentials::split(request);
         unary(
             &self.state,
-            "GetTerm",
+            Operation::GetTerm,
+            &credentials,
             req.header.as_ref(),
             |t| async move {
                 let answer = self.answer(&t, Op::GetTerm).await?;
@@ -238,33 +260,39 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let req = request.into_inner();
-        unary(&self.state, "Events", req.header.as_ref(), |t| async move {
-            if *self.state.stop.borrow() {
-                // it would end at once: send the client elsewhere before the handshake
-                return Err(Status::unavailable("replica is shutting down; reconnect"));
-            }
-            let permit = self
-                .state
-                .streams
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| {
-                    Status::resource_exhausted(
-                        "this replica has its maximum of open Events streams",
-                    )
-                })?;
-            // subscribed before the handshake goes out: nothing committed after it is missed
-            let channel = self.state.store.keys().election(&t.election).channel;
-            let watcher = self.state.hub.watch(&t.election, channel).await?;
-            let metrics = self.state.store.metrics().clone();
-            Ok(event_stream(
-                watcher,
-                permit,
-                metrics,
-                self.state.stop.clone(),
-            ))
-        })
+        let (credentials, req) = Credentials::split(request);
+        unary(
+            &self.state,
+            Operation::Events,
+            &credentials,
+            req.header.as_ref(),
+            |t| async move {
+                if *self.state.stop.borrow() {
+                    // it would end at once: send the client elsewhere before the handshake
+                    return Err(Status::unavailable("replica is shutting down; reconnect"));
+                }
+                let permit = self
+                    .state
+                    .streams
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| {
+                        Status::resource_exhausted(
+                            "this replica has its maximum of open Events streams",
+                        )
+                    })?;
+                // subscribed before the handshake goes out: nothing committed after it is missed
+                let channel = self.state.store.keys().election(&t.election).channel;
+                let watcher = self.state.hub.watch(&t.election, channel).await?;
+                let metrics = self.state.store.metrics().clone();
+                Ok(event_stream(
+                    watcher,
+                    permit,
+                    metrics,
+                    self.state.stop.clone(),
+                ))
+            },
+        )
         .await
     }
 
@@ -272,10 +300,11 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::SnapshotRequest>,
     ) -> Result<Response<epb::SnapshotResponse>, Status> {
-        let req = request.into_inner();
+        let (credentials, req) = Credentials::split(request);
         unary(
             &self.state,
-            "Snapshot",
+            Operation::Snapshot,
+            &credentials,
             req.header.as_ref(),
             |t| async move {
                 Ok(epb::SnapshotResponse {
@@ -293,11 +322,12 @@ impl Api for ElectionService {
         &self,
         request: Request<epb::RestoreRequest>,
     ) -> Result<Response<epb::RestoreResponse>, Status> {
-        let req = request.into_inner();
+        let (credentials, req) = Credentials::split(request);
         let term = req.snapshot.as_ref().and_then(|s| s.term.as_ref());
         unary(
             &self.state,
-            "Restore",
+            Operation::Restore,
+            &credentials,
             req.header.as_ref(),
             |t| async move {
                 let term =

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{response_header, unary};
+use super::{response_header, unary, Credentials};
+use crate::access::Operation;
 use crate::proto::atomix::primitive as pb;
 use crate::proto::atomix::primitive::primitive_service_server::PrimitiveService as Api;
 use crate::store::Op;
@@ -29,17 +30,23 @@ impl Api for PrimitiveService {
         &self,
         request: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
-        let req = request.into_inner();
-        unary(&self.state, "Create", req.header.as_ref(), |t| async move {
-            let caller = t.client.as_ref();
-            self.state
-                .store
-                .apply(&t.election, caller, Op::Create)
-                .await?;
-            Ok(pb::CreateResponse {
-                header: response_header(false),
-            })
-        })
+        let (credentials, req) = Credentials::split(request);
+        unary(
+            &self.state,
+            Operation::Create,
+            &credentials,
+            req.header.as_ref(),
+            |t| async move {
+                let caller = t.client.as_ref();
+                self.state
+                    .store
+                    .apply(&t.election, caller, Op::Create)
+                    .await?;
+                Ok(pb::CreateResponse {
+                    header: response_header(false),
+                })
+            },
+        )
         .await
     }
 
@@ -47,17 +54,23 @@ impl Api for PrimitiveService {
         &self,
         request: Request<pb::CloseRequest>,
     ) -> Result<Response<pb::CloseResponse>, Status> {
-        let req = request.into_inner();
-        unary(&self.state, "Close", req.header.as_ref(), |t| async move {
-            let caller = t.caller()?;
-            self.state
-                .store
-                .apply(&t.election, Some(caller), Op::Withdraw)
-                .await?;
-            Ok(pb::CloseResponse {
-                header: response_header(false),
-            })
-        })
+        let (credentials, req) = Credentials::split(request);
+        unary(
+            &self.state,
+            Operation::Close,
+            &credentials,
+            req.header.as_ref(),
+            |t| async move {
+                let caller = t.caller()?;
+                self.state
+                    .store
+                    .apply(&t.election, Some(caller), Op::Withdraw)
+                    .await?;
+                Ok(pb::CloseResponse {
+                    header: response_header(false),
+                })
+            },
+        )
         .await
     }
 
@@ -65,16 +78,22 @@ impl Api for PrimitiveService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let req = request.into_inner();
-        unary(&self.state, "Delete", req.header.as_ref(), |t| async move {
-            self.state
-                .store
-                .apply(&t.election, None, Op::Delete)
-                .await?;
-            Ok(pb::DeleteResponse {
-                header: response_header(false),
-            })
-        })
+        let (credentials, req) = Credentials::split(request);
+        unary(
+            &self.state,
+            Operation::Delete,
+            &credentials,
+            req.header.as_ref(),
+            |t| async move {
+                self.state
+                    .store
+                    .apply(&t.election, None, Op::Delete)
+                    .await?;
+                Ok(pb::DeleteResponse {
+                    header: response_header(false),
+                })
+            },
+        )
         .await
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use crate::access::Refusal;
 use crate::election::Rejection;
 use crate::events::NotReady;
 use crate::store::StoreError;
@@ -54,6 +55,16 @@ impl From<StoreError> for Status {
                 tracing::error!(error = %e, "unexpected data in redis");
                 Status::internal("internal error")
             }
+        }
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(r: Refusal) -> Self {
+        // counted and logged where refused (`access`), with the grant's name
+        match r {
+            Refusal::Unauthenticated(msg) => Status::unauthenticated(msg),
+            Refusal::Denied(msg) => Status::permission_denied(msg),
         }
     }
 }
