@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 pub use campaign::{Leadership, LostReason};
@@ -88,6 +88,10 @@ pub enum Error {
     /// No token, or a wrong one.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// The credential's grant does not allow the call (the message names the operation, the
+    /// election, the client id and the grant).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// No replica could be reached, or Redis is down; retry later. A change that failed this
     /// way may or may not have been applied.
     #[error("unavailable: {0}")]
@@ -108,6 +112,7 @@ impl From<Status> for Error {
             Code::NotFound => Error::NotFound(msg),
             Code::ResourceExhausted => Error::ResourceExhausted(msg),
             Code::Unauthenticated => Error::Unauthenticated(msg),
+            Code::PermissionDenied => Error::PermissionDenied(msg),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 Error::Unavailable(msg)
             }
@@ -165,11 +170,19 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     token: Option<String>,
     ca_pem: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
     timeout: Duration,
     margin: Option<Duration>,
 }
 
 impl ClientBuilder {
+    /// A client certificate and its key (PEM), presented to `https://` endpoints: the
+    /// credential of a grant that names the certificate (the service's access file).
+    pub fn identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// A bearer token sent with every call.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -216,6 +229,9 @@ impl ClientBuilder {
                 let mut tls = ClientTlsConfig::new().with_enabled_roots();
                 if let Some(pem) = &self.ca_pem {
                     tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                if let Some((cert, key)) = &self.identity {
+                    tls = tls.identity(Identity::from_pem(cert, key));
                 }
                 endpoint = endpoint
                     .tls_config(tls)
@@ -282,6 +298,7 @@ impl Client {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             token: None,
             ca_pem: None,
+            identity: None,
             timeout: Duration::from_secs(5),
             margin: None,
         }

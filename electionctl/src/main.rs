@@ -34,6 +34,13 @@ struct Cli {
     /// PEM CA to verify `https://` endpoints with (default: the system's roots).
     #[arg(long, env = "ELECTION_CA_CERT", global = true)]
     ca_cert: Option<PathBuf>,
+    /// PEM client certificate for `https://` endpoints, when the service takes certificates
+    /// as credentials (with --key).
+    #[arg(long, env = "ELECTION_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "ELECTION_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
     /// Bound on one call, connecting included (for example 500ms, 5s).
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
     timeout: Duration,
@@ -170,10 +177,15 @@ fn client(cli: &Cli, margin: Option<Duration>) -> Result<Client, Error> {
     if let Some(t) = &cli.token {
         b = b.token(t.clone());
     }
+    let read = |path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+    };
     if let Some(path) = &cli.ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        b = b.ca_pem(pem);
+        b = b.ca_pem(read(path)?);
+    }
+    if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+        b = b.identity(read(cert)?, read(key)?);
     }
     if let Some(m) = margin {
         b = b.margin(m);
