@@ -635,6 +635,8 @@ pub struct Client {
     pub client_id: String,
     pub svc: LeaderElectionServiceClient<Channel>,
     pub prim: PrimitiveServiceClient<Channel>,
+    /// Sent as `authorization: Bearer <token>` with every call, when set.
+    pub token: Option<String>,
 }
 
 /// The parts of a term the tests compare.
@@ -703,7 +705,28 @@ impl Client {
             client_id: client_id.to_owned(),
             svc: LeaderElectionServiceClient::new(channel.clone()),
             prim: PrimitiveServiceClient::new(channel),
+            token: None,
         }
+    }
+
+    /// The same client, sending `token` with every call.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// `message` as a request, with the token when there is one.
+    fn req<M>(&self, message: M) -> tonic::Request<M> {
+        let mut r = tonic::Request::new(message);
+        if let Some(t) = &self.token {
+            let value = format!("Bearer {t}")
+                .parse()
+                .expect("a token fit for a header");
+            r.metadata_mut().insert("authorization", value);
+        }
+        r
     }
 
     /// The same connection, acting as another client or on another election.
@@ -724,7 +747,7 @@ impl Client {
             header: self.h(),
             input: Some(epb::EnterInput {}),
         };
-        let out = self.svc.enter(r).await?.into_inner().output;
+        let out = self.svc.enter(self.req(r)).await?.into_inner().output;
         Ok(T::from(out.and_then(|o| o.term)))
     }
 
@@ -733,7 +756,7 @@ impl Client {
             header: self.h(),
             input: Some(epb::WithdrawInput {}),
         };
-        let out = self.svc.withdraw(r).await?.into_inner().output;
+        let out = self.svc.withdraw(self.req(r)).await?.into_inner().output;
         Ok(T::from(out.and_then(|o| o.term)))
     }
 
@@ -744,7 +767,7 @@ impl Client {
                 candidate_id: candidate.to_owned(),
             }),
         };
-        let out = self.svc.anoint(r).await?.into_inner().output;
+        let out = self.svc.anoint(self.req(r)).await?.into_inner().output;
         Ok(T::from(out.and_then(|o| o.term)))
     }
 
@@ -755,7 +778,7 @@ impl Client {
                 candidate_id: candidate.to_owned(),
             }),
         };
-        let out = self.svc.promote(r).await?.into_inner().output;
+        let out = self.svc.promote(self.req(r)).await?.into_inner().output;
         Ok(T::from(out.and_then(|o| o.term)))
     }
 
@@ -766,7 +789,7 @@ impl Client {
                 candidate_id: candidate.to_owned(),
             }),
         };
-        let out = self.svc.evict(r).await?.into_inner().output;
+        let out = self.svc.evict(self.req(r)).await?.into_inner().output;
         Ok(T::from(out.and_then(|o| o.term)))
     }
 
@@ -775,7 +798,7 @@ impl Client {
             header: self.h(),
             input: Some(epb::GetTermInput {}),
         };
-        let out = self.svc.get_term(r).await?.into_inner().output;
+        let out = self.svc.get_term(self.req(r)).await?.into_inner().output;
         Ok(T::from(out.and_then(|o| o.term)))
     }
 
@@ -783,7 +806,7 @@ impl Client {
         let r = epb::SnapshotRequest { header: self.h() };
         Ok(self
             .svc
-            .snapshot(r)
+            .snapshot(self.req(r))
             .await?
             .into_inner()
             .snapshot
@@ -806,27 +829,27 @@ impl Client {
             header: self.h(),
             snapshot: Some(epb::Snapshot { term: Some(term) }),
         };
-        self.svc.restore(r).await?;
+        self.svc.restore(self.req(r)).await?;
         Ok(())
     }
 
     pub async fn create(&mut self) -> Result<(), Status> {
         self.prim
-            .create(pb::CreateRequest { header: self.h() })
+            .create(self.req(pb::CreateRequest { header: self.h() }))
             .await?;
         Ok(())
     }
 
     pub async fn close(&mut self) -> Result<(), Status> {
         self.prim
-            .close(pb::CloseRequest { header: self.h() })
+            .close(self.req(pb::CloseRequest { header: self.h() }))
             .await?;
         Ok(())
     }
 
     pub async fn delete(&mut self) -> Result<(), Status> {
         self.prim
-            .delete(pb::DeleteRequest { header: self.h() })
+            .delete(self.req(pb::DeleteRequest { header: self.h() }))
             .await?;
         Ok(())
     }
@@ -861,7 +884,7 @@ impl Client {
             header: self.h(),
             input: Some(epb::EventsInput {}),
         };
-        let mut stream = self.svc.events(req).await?.into_inner();
+        let mut stream = self.svc.events(self.req(req)).await?.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
             .await
             .expect("handshake arrives")?

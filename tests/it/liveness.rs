@@ -95,14 +95,14 @@ impl Drop for HeldStream {
 }
 
 /// nginx balancing gRPC to `upstreams`, on a free loopback port; stopped when dropped.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     dir: PathBuf,
 }
 
 impl Nginx {
-    async fn start(upstreams: &[SocketAddr]) -> Self {
+    pub(crate) async fn start(upstreams: &[SocketAddr]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("electiond-nginx-{port}"));
         std::fs::create_dir_all(dir.join("logs")).expect("nginx dir");

@@ -3,6 +3,7 @@
 mod binary;
 mod harness;
 
+mod access;
 mod bench;
 mod cluster;
 mod compose;
