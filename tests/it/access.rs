@@ -323,3 +323,184 @@ async fn every_rpc_for_each_role_through_two_replicas_and_nginx() {
     table(&[nginx.addr], &addrs, "n").await;
     let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
 }
+
+/// A certificate authority for the tests, issuing server and client certificates.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("key");
+        Self {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("CA"),
+        }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate with common name `cn` and the alternative names `sans` (`URI=...` or a
+    /// DNS name), for a server or a client: (certificate, key), in PEM.
+    pub fn issue(&self, cn: &str, sans: &[&str], server: bool) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        for san in sans {
+            params
+                .subject_alt_names
+                .push(match san.strip_prefix("URI=") {
+                    Some(uri) => rcgen::SanType::URI(uri.try_into().expect("an IA5 URI")),
+                    None => rcgen::SanType::DnsName((*san).try_into().expect("a DNS name")),
+                });
+        }
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A channel to `addr` over TLS (the server's name `localhost`), trusting `ca`, presenting
+/// `identity` when given.
+async fn tls_channel(
+    addr: SocketAddr,
+    ca: &str,
+    identity: Option<&(String, String)>,
+) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect_lazy()
+}
+
+#[tokio::test]
+async fn client_certificates_are_credentials_of_the_grants_that_name_them() {
+    let redis = RedisServer::start().await;
+    let ca = TestCa::new("electiond test CA");
+    let dir = std::env::temp_dir().join(format!("electiond-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (server_cert, server_key) = ca.issue("electiond", &["localhost"], true);
+    for (name, text) in [
+        ("ca.pem", ca.pem()),
+        ("cert.pem", server_cert),
+        ("key.pem", server_key),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    let file = access_file(
+        "access-mtls",
+        &format!(
+            r#"
+[[grant]]
+name = "team-a-worker-certs"
+subject = "CN=a-worker-1"
+role = "worker"
+elections = ["team-a/*"]
+clients = ["a-*"]
+
+[[grant]]
+name = "mesh-dashboards"
+subject = "URI=spiffe://prod/ns/ops/sa/dashboard"
+role = "reader"
+elections = ["*"]
+
+[[grant]]
+name = "admin"
+token_sha256 = "{}"
+role = "operator"
+elections = ["*"]
+"#,
+            sha256_hex(ADMIN)
+        ),
+    );
+    let mut s = settings(&redis, &prefix("access-mtls"));
+    let path = |f: &str| Some(dir.join(f).display().to_string());
+    s.tls_cert = path("cert.pem");
+    s.tls_key = path("key.pem");
+    s.tls_client_ca = path("ca.pem");
+    s.access_file = Some(file.display().to_string());
+    let replica = Replica::start(s).await;
+    let ca_pem = ca.pem();
+
+    // the worker's certificate: it may act as its own clients on its team's elections
+    let worker = ca.issue("a-worker-1", &[], false);
+    let ch = tls_channel(replica.addr, &ca_pem, Some(&worker)).await;
+    let mut c = Client::on(ch.clone(), "team-a/report", "a-worker-1");
+    wait_for(|| {
+        let mut c = c.clone();
+        async move { c.get_term().await.is_ok() }
+    })
+    .await;
+    assert_eq!(c.enter().await.expect("Enter").leader, "a-worker-1");
+    let msg = expect_code(
+        c.acting_as("team-a/report", "b-worker-1").enter().await,
+        Code::PermissionDenied,
+    );
+    assert!(msg.contains("team-a-worker-certs"), "{msg}");
+    expect_code(
+        c.acting_as("team-b/report", "a-worker-1").enter().await,
+        Code::PermissionDenied,
+    );
+
+    // a URI alternative name: the mesh's workload identity
+    let dashboard = ca.issue(
+        "dashboard",
+        &["URI=spiffe://prod/ns/ops/sa/dashboard"],
+        false,
+    );
+    let ch = tls_channel(replica.addr, &ca_pem, Some(&dashboard)).await;
+    let mut reader = Client::on(ch, "team-a/report", "");
+    assert_eq!(reader.get_term().await.expect("read").leader, "a-worker-1");
+    expect_code(
+        reader.acting_as("team-a/report", "x").enter().await,
+        Code::PermissionDenied,
+    );
+
+    // a certificate of the right CA that no grant names
+    let stranger = ca.issue("stranger", &[], false);
+    let ch = tls_channel(replica.addr, &ca_pem, Some(&stranger)).await;
+    let msg = expect_code(
+        Client::on(ch, "team-a/report", "").get_term().await,
+        Code::Unauthenticated,
+    );
+    assert!(msg.contains("CN=stranger"), "{msg}");
+
+    // a certificate of another CA, with a name a grant holds: no connection at all
+    let other_ca = TestCa::new("another CA");
+    let forged = other_ca.issue("a-worker-1", &[], false);
+    let ch = tls_channel(replica.addr, &ca_pem, Some(&forged)).await;
+    let refused = Client::on(ch, "team-a/report", "a-worker-1").enter().await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // no certificate at all: a token still works, and nothing is the worker's to see
+    let ch = tls_channel(replica.addr, &ca_pem, None).await;
+    let admin = Client::on(ch.clone(), "team-a/report", "").with_token(ADMIN);
+    let t = admin.clone().get_term().await.expect("a token over TLS");
+    assert_eq!(t.candidates, vec!["a-worker-1"]);
+    expect_code(
+        Client::on(ch, "team-a/report", "").get_term().await,
+        Code::Unauthenticated,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
+}
