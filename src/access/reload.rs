@@ -41,7 +41,11 @@ pub async fn watch(access: Arc<Access>, mut stop: stop_watch::Receiver<bool>) {
     poll.reset();
     loop {
         let why = tokio::select! {
-            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => None } } => "SIGHUP",
+            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => None } } => {
+                // what is read now: the poll need not read it again
+                seen = version(&path);
+                "SIGHUP"
+            }
             _ = poll.tick() => {
                 let now = version(&path);
                 if now == seen {

@@ -504,3 +504,224 @@ elections = ["*"]
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
 }
+
+/// One `electiond` process on `port`, its access file `file`, logging to `log`.
+fn spawn_replica(
+    redis: &RedisServer,
+    prefix: &str,
+    port: u16,
+    file: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"));
+    cmd.env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_REDIS_URL", redis.url())
+        .env("ELECTION_KEY_PREFIX", prefix)
+        .env("ELECTION_LEASE_TTL_MS", "0")
+        .env("ELECTION_ACCESS_FILE", file);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("electiond starts")
+}
+
+/// Replaces `path` with `text` at once (a new file renamed over it), as an operator should.
+fn swap_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn worker_grant(name: &str, token: &str, clients: &str) -> String {
+    format!(
+        "[[grant]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nrole = \"worker\"\n\
+         elections = [\"load/*\"]\nclients = [\"{clients}\"]\n",
+        sha256_hex(token)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_access_file_applies_to_new_calls_without_failing_any_other() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let redis = RedisServer::start().await;
+    let grant = |name: &str| match name {
+        "a" => worker_grant("a", "token-a", "a-*"),
+        "b" => worker_grant("b", "token-b", "b-*"),
+        _ => worker_grant("c", "token-c", "c-*"),
+    };
+    let file = access_file("access-reload", &(grant("a") + &grant("b")));
+    let dir = file.parent().expect("dir").to_path_buf();
+    let p = prefix("access-reload");
+    let mut procs = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..2 {
+        let port = free_port();
+        procs.push(spawn_replica(
+            &redis,
+            &p,
+            port,
+            &file,
+            &dir.join(format!("r{i}.log")),
+            &[],
+        ));
+        wait_for_port(port).await;
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let loaded = |what: &'static str| {
+        let dir = dir.clone();
+        move || {
+            (0..2)
+                .map(|i| {
+                    std::fs::read_to_string(dir.join(format!("r{i}.log")))
+                        .unwrap_or_default()
+                        .matches(what)
+                        .count()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let loads = loaded("access file loaded");
+    let refusals = loaded("access file refused");
+
+    // a stream opened before any reload must outlive them all
+    let mut stream = Client::connect(addrs[0], "load/0", "")
+        .await
+        .with_token("token-a")
+        .watch()
+        .await
+        .expect("watch");
+
+    // load: every token, through both replicas, each call's start time and code recorded
+    let stop = Arc::new(AtomicBool::new(false));
+    type Seen = Arc<Mutex<Vec<(&'static str, Instant, Code)>>>;
+    let seen: Seen = Arc::default();
+    let mut load = Vec::new();
+    for (k, token) in [
+        "token-a", "token-a", "token-a", "token-a", "token-b", "token-b", "token-c", "token-c",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        let base = Client::connect(addrs[k % 2], "load/0", "")
+            .await
+            .with_token(token);
+        let me = format!("{}-{k}", &token[6..]);
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut c = base.acting_as(&format!("load/{}", n % 8), &me);
+                let started = Instant::now();
+                let r = if n.is_multiple_of(2) {
+                    c.enter().await.map(drop)
+                } else {
+                    c.get_term().await.map(drop)
+                };
+                let code = r.map_or_else(|s| s.code(), |_| Code::Ok);
+                seen.lock().unwrap().push((token, started, code));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let sighup = |procs: &Vec<tokio::process::Child>| {
+        for child in procs {
+            let pid = child.id().expect("running").to_string();
+            let sent = std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status();
+            assert!(sent.expect("kill").success());
+        }
+    };
+    // each change: when it was made, and when both replicas had taken it
+    let mut changes: Vec<(Instant, Instant)> = Vec::new();
+    // until both replicas logged one more such line than `before`
+    async fn until_both(count: &dyn Fn() -> Vec<usize>, before: Vec<usize>) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count().iter().zip(&before).any(|(now, was)| now <= was) {
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not read the file"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Instant::now()
+    }
+
+    // 1. grant b removed, grant c added (SIGHUP)
+    let (made, before) = (Instant::now(), loads());
+    swap_file(&file, &(grant("a") + &grant("c")));
+    sighup(&procs);
+    changes.push((made, until_both(&loads, before).await));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // 2. a file that does not parse: refused, the grants in force stay (SIGHUP)
+    let (made, before) = (Instant::now(), refusals());
+    swap_file(&file, "[[grant]]\nname = \"a\"\nrole = \"admin\"\n");
+    sighup(&procs);
+    changes.push((made, until_both(&refusals, before).await));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // 3. grant b back, noticed without a signal (the file changed)
+    let (made, before) = (Instant::now(), loads());
+    swap_file(&file, &(grant("a") + &grant("b") + &grant("c")));
+    changes.push((made, until_both(&loads, before).await));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.expect("load task");
+    }
+
+    // what each token may do in each phase: before change 1, after 1, after 2, after 3
+    let may = |token: &str, phase: usize| match token {
+        "token-a" => true,
+        "token-b" => phase == 0 || phase == 3,
+        _ => phase >= 1,
+    };
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let per_second = seen.len() as f64 / (seen.last().unwrap().1 - seen[0].1).as_secs_f64();
+    eprintln!("{} calls, {per_second:.0} a second", seen.len());
+    assert!(
+        per_second > 200.0,
+        "the load ran: {per_second:.0} calls a second"
+    );
+    for (token, started, code) in seen.iter() {
+        // a call started while a change was being taken may see either side of it
+        if changes
+            .iter()
+            .any(|(made, taken)| started >= made && started <= taken)
+        {
+            assert!(
+                matches!(code, Code::Ok | Code::Unauthenticated),
+                "{token}: {code:?}"
+            );
+            continue;
+        }
+        let phase = changes.iter().filter(|(_, taken)| started > taken).count();
+        let expected = if may(token, phase) {
+            Code::Ok
+        } else {
+            Code::Unauthenticated
+        };
+        assert_eq!(*code, expected, "{token} in phase {phase}");
+    }
+    // the stream opened before the first change still delivers
+    let t = Client::connect(addrs[1], "load/0", "a-stream")
+        .await
+        .with_token("token-a")
+        .enter()
+        .await
+        .expect("enter");
+    let got = stream.until(&t).await;
+    assert_eq!(got.last().map(T::brief), Some(t.brief()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
