@@ -725,3 +725,123 @@ async fn a_new_access_file_applies_to_new_calls_without_failing_any_other() {
     assert_eq!(got.last().map(T::brief), Some(t.brief()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn no_token_hash_or_redis_password_reaches_the_log_even_at_debug() {
+    let password = "redis-pw-8d1c";
+    let redis = RedisServer::start().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(password)
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("a password");
+    let file = access_file(
+        "access-secrets",
+        &(worker_grant("a", "token-a-5f3e", "a-*")
+            + &format!(
+                "[[grant]]\nname = \"ops\"\ntoken_sha256 = \"{}\"\nrole = \"operator\"\n\
+                 elections = [\"*\"]\n",
+                sha256_hex("token-ops-77aa")
+            )),
+    );
+    let dir = file.parent().expect("dir").to_path_buf();
+    let log = dir.join("debug.log");
+    let port = free_port();
+    let url = format!("redis://:{password}@127.0.0.1:{}", redis.port);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
+        .env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_REDIS_URL", &url)
+        .env("ELECTION_KEY_PREFIX", prefix("access-secrets"))
+        .env("ELECTION_ACCESS_FILE", &file)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("electiond starts");
+    wait_for_port(port).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let c = Client::connect(addr, "load/secrets", "a-1").await;
+    // allowed, refused, unknown, and missing credentials, and a reload
+    c.with_token("token-a-5f3e").enter().await.expect("allowed");
+    expect_code(
+        c.with_token("token-a-5f3e").evict("a-1").await,
+        Code::PermissionDenied,
+    );
+    c.with_token("token-ops-77aa")
+        .evict("a-1")
+        .await
+        .expect("ops");
+    expect_code(
+        c.with_token("token-unknown-91b0").enter().await,
+        Code::Unauthenticated,
+    );
+    expect_code(c.clone().enter().await, Code::Unauthenticated);
+    let pid = child.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    wait_for(|| {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("access file loaded")
+        }
+    })
+    .await;
+    let _ = child.kill().await;
+
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("call refused"),
+        "the refusals are logged:\n{text}"
+    );
+    for secret in [
+        "token-a-5f3e".to_owned(),
+        "token-ops-77aa".to_owned(),
+        "token-unknown-91b0".to_owned(),
+        sha256_hex("token-a-5f3e"),
+        sha256_hex("token-ops-77aa"),
+        password.to_owned(),
+    ] {
+        assert!(!text.contains(&secret), "{secret} is in the log:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_mistake_in_the_access_file_stops_the_start_with_one_line() {
+    let redis = RedisServer::start().await;
+    let file = access_file(
+        "access-mistake",
+        "[[grant]]\nname = \"team-a-workers\"\ntoken_sha256 = \"abc\"\nrole = \"worker\"\n\
+         elections = [\"team-a/*\"]\nclients = [\"a-*\"]\n",
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
+        .env("ELECTION_LISTEN_ADDR", "127.0.0.1:0")
+        .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_REDIS_URL", redis.url())
+        .env("ELECTION_ACCESS_FILE", &file)
+        .output()
+        .await
+        .expect("electiond runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let failed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("electiond failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{err}");
+    for part in [
+        "access file",
+        "grant 1 (\"team-a-workers\")",
+        "64 hex digits",
+    ] {
+        assert!(failed[0].contains(part), "{part}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
+}
