@@ -459,3 +459,131 @@ async fn watch_prints_the_term_then_each_change_and_resumes_on_another_replica()
     }
     assert!(line.starts_with(r#"{"id":1,"leader":"c1""#), "{line}");
 }
+
+/// The fenced block that follows `marker` in the README.
+fn readme_block(readme: &str, marker: &str) -> String {
+    let after = readme
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("{marker} is in the README"))
+        .1;
+    let body = after.split_once("```").expect("a block").1;
+    let body = body.split_once('\n').expect("its first line").1;
+    body.split_once("```").expect("its end").0.to_owned()
+}
+
+#[tokio::test]
+async fn the_readmes_access_example_works_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let grants = readme_block(&readme, "<!-- access example: grants -->");
+    let session = readme_block(&readme, "<!-- access example: session -->");
+    let dir = std::env::temp_dir().join(format!("electionctl-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("access.toml");
+    std::fs::write(&file, &grants).expect("access.toml");
+    let redis = RedisServer::start().await;
+    let mut s = harness::settings(&redis, &prefix("ctl-access"));
+    s.access_file = Some(file.display().to_string());
+    let replica = Replica::start(s).await;
+
+    let mut exported: Vec<(String, String)> = Vec::new();
+    let mut lines = session.lines();
+    let mut commands = 0;
+    while let Some(line) = lines.next() {
+        let command = line.strip_prefix("$ ").expect("a command line");
+        if let Some(var) = command.strip_prefix("export ") {
+            let (k, v) = var.split_once('=').expect("VAR=value");
+            exported.push((k.to_owned(), v.to_owned()));
+            continue;
+        }
+        let expected = lines.next().expect("each command shows its answer");
+        let mut words = command.split_whitespace().peekable();
+        let mut env = exported.clone();
+        while let Some((k, v)) = words.peek().and_then(|w| w.split_once('=')) {
+            env.push((k.to_owned(), v.to_owned()));
+            words.next();
+        }
+        assert_eq!(words.next(), Some("electionctl"), "{command}");
+        let out = ctl(&replica)
+            .args(words)
+            .envs(env)
+            .output()
+            .await
+            .expect("runs");
+        commands += 1;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        if expected.starts_with('{') {
+            assert!(out.status.success(), "{command}: {stderr}");
+            let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+            let want: serde_json::Value = serde_json::from_str(expected).expect("JSON");
+            for field in ["id", "leader", "candidates"] {
+                assert_eq!(got[field], want[field], "{command}: {stdout}");
+            }
+            assert!(got["timestamp"].is_string(), "{command}: {stdout}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{command}: {stdout}");
+            assert_eq!(stderr.trim(), expected, "{command}");
+        }
+    }
+    assert!(commands >= 8, "the example ran ({commands} commands)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_the_credential_with_cert_and_key() {
+    let ca = harness::TestCa::new("electionctl test CA");
+    let dir = std::env::temp_dir().join(format!("electionctl-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (server_cert, server_key) = ca.issue("electiond", &["localhost"], true);
+    let (cert, key) = ca.issue("a-worker-1", &[], false);
+    for (name, text) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert),
+        ("server-key.pem", server_key),
+        ("cert.pem", cert),
+        ("key.pem", key),
+        (
+            "access.toml",
+            "[[grant]]\nname = \"a-certs\"\nsubject = \"CN=a-worker-1\"\nrole = \"worker\"\n\
+             elections = [\"team-a/*\"]\nclients = [\"a-*\"]\n"
+                .to_owned(),
+        ),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    let path = |f: &str| dir.join(f).display().to_string();
+    let redis = RedisServer::start().await;
+    let mut s = harness::settings(&redis, &prefix("ctl-mtls"));
+    s.tls_cert = Some(path("server.pem"));
+    s.tls_key = Some(path("server-key.pem"));
+    s.tls_client_ca = Some(path("ca.pem"));
+    s.access_file = Some(path("access.toml"));
+    let replica = Replica::start(s).await;
+    let endpoint = format!("https://localhost:{}", replica.addr.port());
+    let run = |with_cert: bool| {
+        let mut c = ctl(&replica);
+        c.env("ELECTION_ENDPOINTS", &endpoint)
+            .env("ELECTION_CA_CERT", path("ca.pem"))
+            .args(["enter", "team-a/job", "--id", "a-worker-1"]);
+        if with_cert {
+            c.env("ELECTION_CERT", path("cert.pem"))
+                .env("ELECTION_KEY", path("key.pem"));
+        }
+        c.output()
+    };
+    let out = run(true).await.expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""leader":"a-worker-1""#));
+    let out = run(false).await.expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unauthenticated"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

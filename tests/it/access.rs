@@ -324,54 +324,6 @@ async fn every_rpc_for_each_role_through_two_replicas_and_nginx() {
     let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
 }
 
-/// A certificate authority for the tests, issuing server and client certificates.
-pub struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().expect("key");
-        Self {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("CA"),
-        }
-    }
-
-    pub fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate with common name `cn` and the alternative names `sans` (`URI=...` or a
-    /// DNS name), for a server or a client: (certificate, key), in PEM.
-    pub fn issue(&self, cn: &str, sans: &[&str], server: bool) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        for san in sans {
-            params
-                .subject_alt_names
-                .push(match san.strip_prefix("URI=") {
-                    Some(uri) => rcgen::SanType::URI(uri.try_into().expect("an IA5 URI")),
-                    None => rcgen::SanType::DnsName((*san).try_into().expect("a DNS name")),
-                });
-        }
-        params.extended_key_usages = vec![if server {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
 /// A channel to `addr` over TLS (the server's name `localhost`), trusting `ca`, presenting
 /// `identity` when given.
 async fn tls_channel(
