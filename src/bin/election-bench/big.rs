@@ -38,7 +38,10 @@ pub async fn big_election(
                         header: header(name, &id),
                         input: Some(epb::GetTermInput {}),
                     };
-                    c.get_term(req).await.map(|_| ()).map_err(|s| s.to_string())
+                    c.get_term(signed(req))
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| s.to_string())
                 })
             })
         }))
@@ -80,7 +83,7 @@ pub async fn big_election(
 /// Puts `ids` in as the election's candidates, each with a fresh lease.
 async fn restore(channel: &Channel, name: &str, ids: &[String]) -> Result<(), String> {
     let mut c = Grpc::new(channel.clone());
-    c.restore(epb::RestoreRequest {
+    c.restore(signed(epb::RestoreRequest {
         header: header(name, ""),
         snapshot: Some(epb::Snapshot {
             term: Some(epb::Term {
@@ -90,7 +93,7 @@ async fn restore(channel: &Channel, name: &str, ids: &[String]) -> Result<(), St
                 candidates: ids.to_vec(),
             }),
         }),
-    })
+    }))
     .await
     .map(|_| ())
     .map_err(|e| format!("big election: Restore: {e}"))

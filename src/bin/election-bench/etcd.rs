@@ -210,7 +210,10 @@ async fn run(
                                 header: header(&name, ""),
                                 input: Some(epb::GetTermInput {}),
                             };
-                            c.get_term(req).await.map(|_| ()).map_err(|s| s.to_string())
+                            c.get_term(signed(req))
+                                .await
+                                .map(|_| ())
+                                .map_err(|s| s.to_string())
                         })
                     })
                 },

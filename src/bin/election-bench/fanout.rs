@@ -45,7 +45,11 @@ pub(crate) async fn fan_out(
                         header: header(name, ""),
                         input: Some(epb::EventsInput {}),
                     };
-                    let mut s = c.events(req).await.map_err(|s| s.to_string())?.into_inner();
+                    let mut s = c
+                        .events(signed(req))
+                        .await
+                        .map_err(|s| s.to_string())?
+                        .into_inner();
                     s.message().await.map_err(|s| s.to_string())?; // handshake
                     bar.inc(1);
                     Ok(s)
@@ -70,7 +74,7 @@ pub(crate) async fn fan_out(
             input: Some(epb::GetTermInput {}),
         };
         let t = driver
-            .get_term(req)
+            .get_term(signed(req))
             .await
             .map_err(|s| s.to_string())?
             .into_inner();
@@ -124,7 +128,10 @@ pub(crate) async fn fan_out(
         if let Ok(mut s) = sent.lock() {
             s[k] = Some(Instant::now());
         }
-        driver.anoint(req).await.map_err(|s| s.to_string())?;
+        driver
+            .anoint(signed(req))
+            .await
+            .map_err(|s| s.to_string())?;
         bar.inc(1);
         let deadline = Instant::now() + Duration::from_secs(10);
         while arrived[k].load(Ordering::Relaxed) < args.streams && Instant::now() < deadline {

@@ -9,17 +9,17 @@ pub(crate) async fn grpc_enter_withdraw(
     enter: bool,
 ) -> Result<(), String> {
     let r = if enter {
-        c.enter(epb::EnterRequest {
+        c.enter(signed(epb::EnterRequest {
             header: header(election, id),
             input: Some(epb::EnterInput {}),
-        })
+        }))
         .await
         .map(|_| ())
     } else {
-        c.withdraw(epb::WithdrawRequest {
+        c.withdraw(signed(epb::WithdrawRequest {
             header: header(election, id),
             input: Some(epb::WithdrawInput {}),
-        })
+        }))
         .await
         .map(|_| ())
     };

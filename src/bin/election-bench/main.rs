@@ -88,6 +88,22 @@ struct Args {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Bearer token sent with every gRPC call, for replicas with access control.
+    #[arg(long, env = "ELECTION_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// The `authorization` metadata every gRPC call carries (`--token`), set once at start.
+static AUTHORIZATION: std::sync::OnceLock<tonic::metadata::AsciiMetadataValue> =
+    std::sync::OnceLock::new();
+
+/// `message` as a gRPC request, with the token when one was given.
+pub(crate) fn signed<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(v) = AUTHORIZATION.get() {
+        r.metadata_mut().insert("authorization", v.clone());
+    }
+    r
 }
 
 #[tokio::main]
@@ -112,6 +128,12 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<Report, String> {
+    if let Some(token) = &args.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "the token has characters a header cannot hold".to_owned())?;
+        let _ = AUTHORIZATION.set(value);
+    }
     let prefix = format!("bench{}", std::process::id());
     let mut _redis = None;
     let redis_url = match &args.redis_url {
@@ -180,7 +202,10 @@ async fn run(args: Args) -> Result<Report, String> {
                                 header: header(&name, ""),
                                 input: Some(epb::GetTermInput {}),
                             };
-                            c.get_term(req).await.map(|_| ()).map_err(|s| s.to_string())
+                            c.get_term(signed(req))
+                                .await
+                                .map(|_| ())
+                                .map_err(|s| s.to_string())
                         })
                     })
                 },
