@@ -238,6 +238,14 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The SHA-256 of a token in hex: what a grant's `token_sha256` holds.
+pub fn sha256_hex(token: &str) -> String {
+    sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.trim();
     if hex.len() != 64 {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, Guard};
 
 pub use certs::PeerCerts;
-pub use grants::{sha256, Role};
+pub use grants::{sha256, sha256_hex, Role};
 pub use reload::watch;
 
 use crate::metrics::Metrics;
@@ -308,13 +308,6 @@ mod tests {
         Access::load(Some(path), Vec::new(), Arc::default()).expect("valid")
     }
 
-    fn hash(token: &str) -> String {
-        sha256(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
     #[test]
     fn each_role_may_do_what_it_says_on_its_elections_only() {
         let a = access(&format!(
@@ -336,9 +329,9 @@ mod tests {
             role = "operator"
             elections = ["a/*"]
             "#,
-            hash("reader"),
-            hash("worker"),
-            hash("operator")
+            sha256_hex("reader"),
+            sha256_hex("worker"),
+            sha256_hex("operator")
         ));
         let may = |token: &str, op: Operation, election: &str, client: Option<&str>| {
             let p = Presented {

@@ -18,13 +18,7 @@ const READER: &str = "reader-secret";
 const WORKER: &str = "worker-secret";
 const OPERATOR: &str = "operator-secret";
 
-/// The hex SHA-256 of `token`, as a grant names it.
-pub fn sha256_hex(token: &str) -> String {
-    electiond::access::sha256(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use electiond::access::sha256_hex;
 
 /// An access file in a fresh directory; returns its path.
 pub fn access_file(name: &str, text: &str) -> PathBuf {
