@@ -6,6 +6,9 @@ if not load() then
   return { 'not_found', '0 0 0 0\n', 0 }
 end
 local rev = tonumber(string.match(raw, '^%d+ (%d+)'))
+for _, c in ipairs(redis.call('ZRANGE', lease_key, '0', '-1')) do
+  left(c)
+end
 redis.call('DEL', term_key, lease_key)
 redis.call('ZREM', index_key, election)
 local empty = string.format('0 %d 0 0\n', math.max(rev + 1, now_us))

@@ -4,18 +4,27 @@
 -- operation is one atomic function call (FCALL), and the helpers below are built once, when
 -- the library loads, not on every call.
 --
--- Every operation takes the same KEYS and leading ARGV:
---   KEYS[1]  the election's term: one string, a header line and then one line per candidate,
+-- Every operation takes the same KEYS and leading ARGV (KEYS[1..3] are its bucket's, KEYS[4..5]
+-- its election's; KeepAlive, which acts on a bucket, passes only the first three):
+--   KEYS[1]  the lease index of the election's bucket: sorted set, election name -> its
+--            earliest lease expiry (what the sweepers poll)
+--   KEYS[2]  the sessions of the bucket: hash, client -> when its session ends (ms, Redis
+--            clock); a candidate whose own lease ran out is still one while its client's
+--            session runs (see `expire`), so one KeepAlive per bucket keeps a client in all
+--            its elections there
+--   KEYS[3]  the bucket's memberships: sorted set, all scores 0, members "<client>\n<election>"
+--            for every candidate of every election of the bucket, so a client's elections are
+--            one lexicographic range (the client id is escaped and holds no line feed)
+--   KEYS[4]  the election's term: one string, a header line and then one line per candidate,
 --            leader first:  "<id> <rev> <ts> <tsn>\n<leader>\n<second>\n..."; over 2 KB of
 --            candidates, the header's numbers are zero-padded to a fixed width, so that an
 --            append to a big election rewrites the header in place (SETRANGE) and adds its line
 --            (APPEND) without the list ever passing through Lua (see `header`); terms stored
 --            by earlier versions (one JSON object) get this form on their next change
---   KEYS[2]  the election's members: sorted set, candidate -> lease expiry (Redis clock, ms),
+--   KEYS[5]  the election's members: sorted set, candidate -> lease expiry (Redis clock, ms),
 --            or 0 for a candidate that entered while expiry was off; it holds exactly the
---            candidates, so membership and the count are read here, not from KEYS[1]
---   KEYS[3]  the lease index of the election's bucket: sorted set, election name -> its
---            earliest lease expiry (what the sweepers poll); same hash slot as KEYS[1..2]
+--            candidates, so membership and the count are read here, not from KEYS[4]
+-- All five share the bucket's hash slot.
 --   ARGV[1]  the pub/sub channel that carries the election's changes
 --   ARGV[2]  lease TTL in ms; 0 turns expiry off
 --   ARGV[3]  most candidates the election may hold
@@ -54,7 +63,7 @@
 
 local PUBLISH_COMMAND = CLUSTER and 'SPUBLISH' or 'PUBLISH'
 
-local term_key, lease_key, index_key, channel, election, caller
+local term_key, lease_key, index_key, sessions_key, members_key, channel, election, caller
 local ttl, max_candidates_arg, max_bytes_arg, epoch_arg
 local clock, now_us, now_ms, lease_until, lease_arg
 -- The election as loaded, on first use: `raw` is the stored string (nil: no such election;
@@ -74,7 +83,8 @@ local m1, s1, m2, s2
 local noted, earliest, reindex_all
 
 local function start(keys, argv)
-  term_key, lease_key, index_key = keys[1], keys[2], keys[3]
+  index_key, sessions_key, members_key = keys[1], keys[2], keys[3]
+  term_key, lease_key = keys[4], keys[5]
   channel, election, caller = argv[1], argv[5], argv[4]
   -- numbers only an operation that needs them reads: each tonumber is a strtod, and a read
   -- needs none of these
@@ -88,6 +98,44 @@ local function start(keys, argv)
   changed, expired = false, 0
   m1, s1, m2, s2 = nil, nil, nil, nil
   noted, earliest, reindex_all = false, nil, false
+end
+
+-- Turns to another election of the same bucket, whose keys start with `prefix`: what a
+-- KeepAlive does for each of its client's elections. The clock stays.
+local function open(prefix, name)
+  term_key, lease_key = prefix .. name .. ':term', prefix .. name .. ':leases'
+  channel, election = prefix .. name .. ':events', name
+  raw, head, body = false, nil, nil
+  changed, expired = false, 0
+  m1, s1, m2, s2 = nil, nil, nil, nil
+  noted, earliest, reindex_all = false, nil, false
+end
+
+-- Runs `command` on `key` with the members of `list`, in batches that Lua's unpack takes.
+local function batched(command, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(command, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
+-- The memberships of client `c` in this bucket: their lexicographic range.
+local function range_of(c)
+  return '[' .. c .. '\n', '(' .. c .. '\011'
+end
+
+-- Notes that `c` is now a candidate of this election.
+local function joined(c)
+  redis.call('ZADD', members_key, '0', c .. '\n' .. election)
+end
+
+-- Notes that `c` is no longer a candidate of this election. Its session in the bucket ends
+-- with its last candidacy there.
+local function left(c)
+  redis.call('ZREM', members_key, c .. '\n' .. election)
+  local lo, hi = range_of(c)
+  if redis.call('ZLEXCOUNT', members_key, lo, hi) == 0 then
+    redis.call('HDEL', sessions_key, c)
+  end
 end
 
 -- The most candidates, and the most bytes of candidate lines, the election may hold.
@@ -137,6 +185,7 @@ local function upgrade()
     end
     -- candidates that entered while expiry was off had no member entry
     redis.call('ZADD', lease_key, 'NX', '0', e)
+    joined(e)
     lines[i] = e .. '\n'
   end
   raw = string.format('%.0f %.0f %.0f %.0f\n', s.id, s.rev, s.ts, s.tsn) .. table.concat(lines)
@@ -300,11 +349,38 @@ local function expire()
   for _, c in ipairs(unleased) do
     redis.call('ZADD', lease_key, lease(), c)
   end
-  local dead = redis.call('ZRANGEBYSCORE', lease_key, '(0', now_ms)
+  local due = redis.call('ZRANGEBYSCORE', lease_key, '(0', now_ms)
+  if #due == 0 then
+    return
+  end
+  -- A candidate whose own lease ran out is still one while its client's session runs: its
+  -- lease follows the session's end. A session that ended at any moment since ended this
+  -- candidacy then (a KeepAlive after the end removes what ran out before it starts a new one,
+  -- see keepalive.lua), so a session running now covers the whole time since.
+  local dead, kept = {}, {}
+  for i = 1, #due, 1000 do
+    local batch = { unpack(due, i, math.min(i + 999, #due)) }
+    local ends = redis.call('HMGET', sessions_key, unpack(batch))
+    for j, c in ipairs(batch) do
+      local ends_at = ends[j]
+      if ends_at and tonumber(ends_at) > now_ms then
+        kept[#kept + 1] = ends_at
+        kept[#kept + 1] = c
+      else
+        dead[#dead + 1] = c
+      end
+    end
+  end
+  for i = 1, #kept, 1000 do
+    redis.call('ZADD', lease_key, unpack(kept, i, math.min(i + 999, #kept)))
+  end
   if #dead == 0 then
     return
   end
-  redis.call('ZREMRANGEBYSCORE', lease_key, '(0', now_ms)
+  batched('ZREM', lease_key, dead)
+  for _, c in ipairs(dead) do
+    left(c)
+  end
   split()
   expired = #dead
   changed = true
@@ -360,11 +436,13 @@ local function refresh(c, join)
   if ttl <= 0 then
     if join then
       redis.call('ZADD', lease_key, 'NX', '0', c)
+      joined(c)
     end
     return
   end
   if join then
     redis.call('ZADD', lease_key, lease(), c)
+    joined(c)
   elseif redis.call('ZADD', lease_key, 'XX', 'CH', lease(), c) == 0 then
     -- not a candidate (or its lease was already this one): nothing moved
     if not is_candidate(c) then
@@ -381,6 +459,7 @@ local function drop(c)
     remove_line(i, c)
   end
   redis.call('ZREM', lease_key, c)
+  left(c)
   noted_removed(c)
   changed = true
 end

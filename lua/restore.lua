@@ -24,18 +24,31 @@ end
 if new_id == id and candidates == list_string() then
   return finish('ok')
 end
+-- the memberships follow: the candidates that go leave, those that come join
+local restored = {}
+for i = 9, #ARGV do
+  restored[ARGV[i]] = true
+end
+for _, c in ipairs(redis.call('ZRANGE', lease_key, '0', '-1')) do
+  if not restored[c] then
+    left(c)
+  end
+end
 redis.call('DEL', lease_key)
 local score = '0'
 if ttl > 0 then
   score = lease()
 end
-local batch = {}
+local batch, memberships = {}, {}
 for i = 9, #ARGV do
   batch[#batch + 1] = score
   batch[#batch + 1] = ARGV[i]
+  memberships[#memberships + 1] = '0'
+  memberships[#memberships + 1] = ARGV[i] .. '\n' .. election
   if #batch >= 1000 or i == #ARGV then
     redis.call('ZADD', lease_key, unpack(batch))
-    batch = {}
+    redis.call('ZADD', members_key, unpack(memberships))
+    batch, memberships = {}, {}
   end
 end
 reindex_all = true

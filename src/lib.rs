@@ -48,6 +48,11 @@ pub mod proto {
         }
     }
 
+    /// `electiond.session.v1`: one keep-alive for all of a client's elections.
+    pub mod session {
+        tonic::include_proto!("electiond.session.v1");
+    }
+
     /// The election service as served: the same as
     /// `atomix::primitive::election::leader_election_service_server`, except that its Events
     /// stream and its GetTerm answers are [`crate::grpc::encoded::Encoded`] (see `build.rs`).
@@ -305,6 +310,7 @@ async fn serve(
 
     use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
     use proto::served::leader_election_service_server::LeaderElectionServiceServer;
+    use proto::session::session_service_server::SessionServiceServer;
     let max_msg = settings.max_message_bytes;
     let mut builder = tonic::transport::Server::builder();
     if let Some((interval, timeout)) = settings.keepalive() {
@@ -332,6 +338,10 @@ async fn serve(
         )
         .add_service(
             PrimitiveServiceServer::new(grpc::PrimitiveService::new(state.clone()))
+                .max_decoding_message_size(max_msg),
+        )
+        .add_service(
+            SessionServiceServer::new(grpc::SessionService::new(state.clone()))
                 .max_decoding_message_size(max_msg),
         )
         .serve_with_incoming_shutdown(incoming(listener), async move {
@@ -388,11 +398,13 @@ async fn watch_health(
 ) {
     use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer as P;
     use proto::served::leader_election_service_server::LeaderElectionServiceServer as E;
+    use proto::session::session_service_server::SessionServiceServer as S;
     use tonic::server::NamedService;
     let names = [
         "",
         <E<grpc::ElectionService> as NamedService>::NAME,
         <P<grpc::PrimitiveService> as NamedService>::NAME,
+        <S<grpc::SessionService> as NamedService>::NAME,
     ];
     let set = |status: ServingStatus| {
         let reporter = reporter.clone();

@@ -63,6 +63,10 @@ pub mod proto {
             }
         }
     }
+    /// `electiond.session.v1`: one keep-alive for all of a client's elections
+    pub mod session {
+        tonic::include_proto!("electiond.session.v1");
+    }
 }
 
 use proto::atomix::primitive as pb;

@@ -45,6 +45,8 @@ pub enum Operation {
     Restore,
     Create,
     Delete,
+    /// `electiond.session.v1.SessionService/KeepAlive`: acts as its client in all its elections.
+    KeepAlive,
 }
 
 impl Operation {
@@ -63,6 +65,7 @@ impl Operation {
             Operation::Restore => "Restore",
             Operation::Create => "Create",
             Operation::Delete => "Delete",
+            Operation::KeepAlive => "KeepAlive",
         }
     }
 
@@ -76,6 +79,8 @@ impl Operation {
             Operation::Enter | Operation::Withdraw | Operation::Close => {
                 client.map_or(Need::Read, Need::ActAs)
             }
+            // names no election: see `Caller::authorize_session`
+            Operation::KeepAlive => client.map_or(Need::Operate, Need::ActAs),
             Operation::Anoint
             | Operation::Promote
             | Operation::Evict
@@ -267,6 +272,37 @@ impl Caller<'_> {
             tracing::info!(grant = %grant.name, operation = op.name(), election, client, similar_not_logged = held, "call refused: not allowed");
         }
         Err(Refusal::Denied(message))
+    }
+}
+
+impl Caller<'_> {
+    /// Whether the caller may keep `client` alive (a KeepAlive names no election: it acts as
+    /// the client in every election it stands in). A worker may for its own clients, an
+    /// operator for any.
+    pub fn authorize_session(&self, client: &str) -> Result<(), Refusal> {
+        let Some((grants, i)) = &self.grant else {
+            return Ok(());
+        };
+        let grant = &grants.list[*i];
+        let allowed = match grant.role {
+            Role::Operator => true,
+            Role::Worker => grant.clients.matches(client),
+            Role::Reader => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let op = Operation::KeepAlive;
+        self.access.metrics.access_denied(&grant.name, op.name());
+        if let Some(held) = DENIED.allow() {
+            tracing::info!(grant = %grant.name, operation = op.name(), client, similar_not_logged = held, "call refused: not allowed");
+        }
+        Err(Refusal::Denied(format!(
+            "grant {:?} ({}) may not {} as client {client:?}",
+            grant.name,
+            grant.role.name(),
+            op.name()
+        )))
     }
 }
 

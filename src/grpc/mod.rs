@@ -5,6 +5,7 @@ pub mod codec;
 mod election;
 pub mod encoded;
 mod primitive;
+mod session;
 mod status;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use tracing::{field, Instrument};
 
 pub use election::ElectionService;
 pub use primitive::PrimitiveService;
+pub use session::SessionService;
 
 use crate::access::{Operation, PeerCerts, Presented};
 use crate::election::{ElectionName, Limits, MemberId, Rejection, Term};

@@ -49,7 +49,16 @@ impl Store {
         };
         // the call on a master of failover epoch `epoch` (see `next_id` in lua/prelude.lua)
         let call = |epoch: u64| {
-            let mut call = scripts.call(function, [&keys.term, &keys.leases, &keys.index]);
+            let mut call = scripts.call(
+                function,
+                &[
+                    &keys.index,
+                    &keys.sessions,
+                    &keys.members,
+                    &keys.term,
+                    &keys.leases,
+                ],
+            );
             call.arg(&keys.channel)
                 .arg(self.lease_ttl_ms)
                 .arg(self.max_candidates)
@@ -177,11 +186,11 @@ impl Store {
 
     /// Asks Redis how many replicas have every write made so far on `conn` (`WAIT`), waiting
     /// at most three quarters of the timeout for `wait_replicas` of them.
-    async fn wait(&self, conn: &mut pool::Conn) -> redis::RedisResult<u64> {
+    pub(super) async fn wait(&self, conn: &mut pool::Conn) -> redis::RedisResult<u64> {
         self.wait_command().query_async(&mut **conn).await
     }
 
-    fn wait_command(&self) -> redis::Cmd {
+    pub(super) fn wait_command(&self) -> redis::Cmd {
         let ms = (self.timeout.as_millis() as u64 * 3 / 4).max(1);
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(self.wait_replicas).arg(ms);

@@ -290,6 +290,16 @@ pub fn state_ok(info: &redis::Value) -> RedisResult<()> {
     }
 }
 
+/// Routes a command (`WAIT`) to every master, answering with the least of their numbers.
+pub fn all_masters_least() -> RoutingInfo {
+    RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::Aggregate(
+            redis::cluster_routing::AggregateOp::Min,
+        )),
+    ))
+}
+
 /// Routes a command to every master, succeeding only when all do.
 pub fn all_masters() -> RoutingInfo {
     RoutingInfo::MultiNode((

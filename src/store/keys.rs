@@ -18,6 +18,23 @@ pub struct Keys {
     tags: std::sync::Arc<[String]>,
     /// Every bucket's lease index, in bucket order.
     indexes: std::sync::Arc<[String]>,
+    /// Every bucket's sessions (hash: client -> when its session ends).
+    sessions: std::sync::Arc<[String]>,
+    /// Every bucket's memberships (sorted set of "<client>\n<election>").
+    members: std::sync::Arc<[String]>,
+}
+
+/// The Redis names of one bucket: what a KeepAlive passes for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketKeys<'a> {
+    /// Its lease index.
+    pub index: &'a str,
+    /// Its sessions.
+    pub sessions: &'a str,
+    /// Its memberships.
+    pub members: &'a str,
+    /// What every key of its elections starts with (`<prefix>:{e<bucket>}:`).
+    pub prefix: String,
 }
 
 /// The Redis names of one election.
@@ -29,6 +46,10 @@ pub struct ElectionKeys {
     pub leases: String,
     /// The lease index of the election's bucket (sorted set: election -> earliest expiry).
     pub index: String,
+    /// The sessions of the election's bucket.
+    pub sessions: String,
+    /// The memberships of the election's bucket.
+    pub members: String,
     /// The pub/sub channel its changes are published on.
     pub channel: String,
 }
@@ -38,8 +59,13 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         let tags: std::sync::Arc<[String]> =
             (0..BUCKETS).map(|b| format!("{prefix}:{{e{b}}}")).collect();
-        let indexes = tags.iter().map(|t| format!("{t}:lease-index")).collect();
-        Self { tags, indexes }
+        let of = |kind: &str| tags.iter().map(|t| format!("{t}:{kind}")).collect();
+        Self {
+            indexes: of("lease-index"),
+            sessions: of("sessions"),
+            members: of("members"),
+            tags,
+        }
     }
 
     /// The names for one election.
@@ -60,8 +86,20 @@ impl Keys {
             term: of("term"),
             leases: of("leases"),
             index: self.indexes[b].clone(),
+            sessions: self.sessions[b].clone(),
+            members: self.members[b].clone(),
             channel: of("events"),
         }
+    }
+
+    /// Every bucket's names, in bucket order.
+    pub fn buckets(&self) -> impl Iterator<Item = BucketKeys<'_>> {
+        (0..self.tags.len()).map(|b| BucketKeys {
+            index: &self.indexes[b],
+            sessions: &self.sessions[b],
+            members: &self.members[b],
+            prefix: format!("{}:", self.tags[b]),
+        })
     }
 
     /// Every bucket's lease index, for the sweepers.
@@ -103,7 +141,16 @@ mod tests {
         assert_eq!(k.term, format!("{tag}:jobs:term"));
         assert_eq!(k.leases, format!("{tag}:jobs:leases"));
         assert_eq!(k.index, format!("{tag}:lease-index"));
+        assert_eq!(k.sessions, format!("{tag}:sessions"));
+        assert_eq!(k.members, format!("{tag}:members"));
         assert_eq!(k.channel, format!("{tag}:jobs:events"));
+        let b = Keys::new("electiond");
+        let bucket_keys = b
+            .buckets()
+            .nth(bucket("jobs") as usize)
+            .expect("its bucket");
+        assert_eq!(bucket_keys.prefix, format!("{tag}:"));
+        assert_eq!(bucket_keys.members, k.members);
         assert!(Keys::new("electiond").lease_indexes().contains(&k.index));
     }
 

@@ -17,6 +17,7 @@ mod pool;
 mod recent;
 mod scripts;
 mod sentinel;
+mod session;
 mod sweeper;
 
 use std::sync::Arc;

@@ -32,11 +32,12 @@ pub enum Function {
     Delete,
     Refresh,
     Expire,
+    KeepAlive,
 }
 
 impl Function {
     /// Every function, in declaration order (which indexes their names).
-    const ALL: [Function; 10] = [
+    const ALL: [Function; 11] = [
         Function::Enter,
         Function::Withdraw,
         Function::Anoint,
@@ -47,6 +48,7 @@ impl Function {
         Function::Delete,
         Function::Refresh,
         Function::Expire,
+        Function::KeepAlive,
     ];
 
     /// Its name in the library (after the library's name), and its file in `lua/`.
@@ -62,6 +64,7 @@ impl Function {
             Function::Delete => ("delete", include_str!("../../lua/delete.lua")),
             Function::Refresh => ("refresh", include_str!("../../lua/refresh.lua")),
             Function::Expire => ("expire", include_str!("../../lua/expire.lua")),
+            Function::KeepAlive => ("keepalive", include_str!("../../lua/keepalive.lua")),
         }
     }
 }
@@ -98,10 +101,11 @@ impl Scripts {
         }
     }
 
-    /// A call of `f` with the election's keys, ready for its arguments.
-    pub fn call(&self, f: Function, keys: [&str; 3]) -> Cmd {
+    /// A call of `f` with its keys (the bucket's three, then the election's two), ready for
+    /// its arguments.
+    pub fn call(&self, f: Function, keys: &[&str]) -> Cmd {
         let mut cmd = redis::cmd("FCALL");
-        cmd.arg(&self.names[f as usize]).arg(3).arg(&keys[..]);
+        cmd.arg(&self.names[f as usize]).arg(keys.len()).arg(keys);
         cmd
     }
 
@@ -114,23 +118,44 @@ impl Scripts {
     ) -> RedisResult<T> {
         match cmd.query_async(conn).await {
             Err(e) if is_missing(&e) => {
-                // REPLACE: the name holds the code's hash, so this replaces nothing but itself
-                // (another replica may load it at the same moment)
-                redis::cmd("FUNCTION")
-                    .arg("LOAD")
-                    .arg("REPLACE")
-                    .arg(&self.code)
-                    .query_async::<()>(conn)
-                    .await?;
-                // operators remove old versions' libraries by this name (FUNCTION DELETE)
-                tracing::info!(
-                    library = self.library(),
-                    "loaded the election library into redis"
-                );
+                self.load(conn).await?;
                 cmd.query_async(conn).await
             }
             r => r,
         }
+    }
+
+    /// [`Self::run`] for a pipeline of calls (from [`Self::call`]).
+    pub async fn run_all<T: FromRedisValue, C: ConnectionLike + Send>(
+        &self,
+        pipe: &redis::Pipeline,
+        conn: &mut C,
+    ) -> RedisResult<T> {
+        match pipe.query_async(conn).await {
+            Err(e) if is_missing(&e) => {
+                self.load(conn).await?;
+                pipe.query_async(conn).await
+            }
+            r => r,
+        }
+    }
+
+    /// Loads the library into Redis.
+    async fn load<C: ConnectionLike + Send>(&self, conn: &mut C) -> RedisResult<()> {
+        // REPLACE: the name holds the code's hash, so this replaces nothing but itself
+        // (another replica may load it at the same moment)
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(&self.code)
+            .query_async::<()>(conn)
+            .await?;
+        // operators remove old versions' libraries by this name (FUNCTION DELETE)
+        tracing::info!(
+            library = self.library(),
+            "loaded the election library into redis"
+        );
+        Ok(())
     }
 
     /// The library's name (what `FUNCTION LIST` shows).

@@ -82,11 +82,13 @@ enum Rpc {
     Restore,
     Create,
     Delete,
+    /// SessionService/KeepAlive: names no election, only its client
+    KeepAlive,
 }
 
 /// Inside its elections: whether a reader, a worker as its own client, a worker as another
 /// client, and an operator may make the call. Outside them, nobody may.
-const ALLOWED: [(Rpc, [bool; 4]); 14] = [
+const ALLOWED: [(Rpc, [bool; 4]); 15] = [
     (Rpc::Enter, [false, true, false, true]),
     (Rpc::Withdraw, [false, true, false, true]),
     (Rpc::Close, [false, true, false, true]),
@@ -101,6 +103,7 @@ const ALLOWED: [(Rpc, [bool; 4]); 14] = [
     (Rpc::Restore, [false, false, false, true]),
     (Rpc::Create, [false, false, false, true]),
     (Rpc::Delete, [false, false, false, true]),
+    (Rpc::KeepAlive, [false, true, false, true]),
 ];
 
 impl Rpc {
@@ -119,6 +122,7 @@ impl Rpc {
             Rpc::Restore => "Restore",
             Rpc::Create => "Create",
             Rpc::Delete => "Delete",
+            Rpc::KeepAlive => "KeepAlive",
         }
     }
 
@@ -149,6 +153,7 @@ impl Rpc {
             Rpc::Restore => c.restore(50, "a-2", &["a-2", "a-1"]).await,
             Rpc::Create => c.create().await,
             Rpc::Delete => c.delete().await,
+            Rpc::KeepAlive => c.keep_alive().await.map(drop),
         }
     }
 }
@@ -192,7 +197,8 @@ impl Who {
             .1;
         let may = match self {
             Who::Nobody | Who::Stranger => return Code::Unauthenticated,
-            _ if !inside => false,
+            // a KeepAlive names no election, only its client
+            _ if !inside && rpc != Rpc::KeepAlive => false,
             Who::Reader => allowed[0],
             Who::Worker if own => allowed[1],
             Who::Worker => allowed[2],
@@ -250,8 +256,13 @@ async fn table(
                     }
                     let message = got.expect_err("refused").message().to_owned();
                     if code == Code::PermissionDenied {
-                        // the refusal names the operation, the election and the grant
-                        for part in [rpc.operation(), election.as_str(), who.grant()] {
+                        // the refusal names the operation, the election (or for a
+                        // KeepAlive, the client) and the grant
+                        let named = match rpc {
+                            Rpc::KeepAlive => rpc.client(own),
+                            _ => election.as_str(),
+                        };
+                        for part in [rpc.operation(), named, who.grant()] {
                             assert!(message.contains(part), "{case}: {message}");
                         }
                         if n % via.len() == 0 {

@@ -110,7 +110,8 @@ async fn replicas_answer_identically_and_elections_are_independent() {
     );
     assert_eq!(from_a.brief(), (1, "w1", vec!["w1", "w2"]));
 
-    // both elections' state is under the prefix: a term and a member set each
+    // both elections' state is under the prefix: a term and a member set each, and their
+    // buckets' memberships
     let mut conn = redis.connection().await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("t-ident:*")
@@ -122,10 +123,11 @@ async fn replicas_answer_identically_and_elections_are_independent() {
         .into_iter()
         .flat_map(|e| {
             let k = election_keys("t-ident", e);
-            [k.term, k.leases]
+            [k.term, k.leases, k.members]
         })
         .collect();
     expected.sort();
+    expected.dedup();
     assert_eq!(keys, expected);
 
     for r in rs {
@@ -413,7 +415,9 @@ async fn bad_input_is_rejected_clearly_and_changes_nothing() {
         .unwrap();
     keys.sort();
     let k = election_keys("t-bad", "bad");
-    assert_eq!(keys, [k.leases, k.term], "rejected calls created no keys");
+    let mut expected = [k.leases, k.members, k.term];
+    expected.sort();
+    assert_eq!(keys, expected, "rejected calls created no keys");
 }
 
 /// A message with the same field numbers as `EnterRequest` but raw bytes where the schema has

@@ -11,6 +11,8 @@ use electiond::proto::atomix::primitive as pb;
 use electiond::proto::atomix::primitive::election as epb;
 use electiond::proto::atomix::primitive::election::leader_election_service_client::LeaderElectionServiceClient;
 use electiond::proto::atomix::primitive::primitive_service_client::PrimitiveServiceClient;
+use electiond::proto::session as spb;
+use electiond::proto::session::session_service_client::SessionServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
@@ -683,6 +685,7 @@ pub struct Client {
     pub client_id: String,
     pub svc: LeaderElectionServiceClient<Channel>,
     pub prim: PrimitiveServiceClient<Channel>,
+    pub sess: SessionServiceClient<Channel>,
     /// Sent as `authorization: Bearer <token>` with every call, when set.
     pub token: Option<String>,
 }
@@ -752,7 +755,8 @@ impl Client {
             election: election.to_owned(),
             client_id: client_id.to_owned(),
             svc: LeaderElectionServiceClient::new(channel.clone()),
-            prim: PrimitiveServiceClient::new(channel),
+            prim: PrimitiveServiceClient::new(channel.clone()),
+            sess: SessionServiceClient::new(channel),
             token: None,
         }
     }
@@ -893,6 +897,15 @@ impl Client {
             .close(self.req(pb::CloseRequest { header: self.h() }))
             .await?;
         Ok(())
+    }
+
+    /// KeepAlive as this client: (the service's lease TTL in ms, the elections it stands in).
+    pub async fn keep_alive(&mut self) -> Result<(u64, u32), Status> {
+        let r = spb::KeepAliveRequest {
+            client_id: self.client_id.clone(),
+        };
+        let out = self.sess.keep_alive(self.req(r)).await?.into_inner();
+        Ok((out.ttl_ms, out.elections))
     }
 
     pub async fn delete(&mut self) -> Result<(), Status> {

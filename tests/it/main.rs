@@ -18,5 +18,6 @@ mod ops;
 mod outage;
 mod partition;
 mod sentinel;
+mod sessions;
 mod split;
 mod storage;

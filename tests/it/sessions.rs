@@ -1,0 +1,309 @@
+//! Sessions: one KeepAlive keeps a client a candidate in every election it stands in, and
+//! once it stops, the client leaves every one of them within TTL + 1 s, each a normal change.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use electiond::config::Settings;
+use tonic::Code;
+
+use crate::harness::*;
+
+const TTL_MS: u64 = 1500;
+
+/// Calls KeepAlive as `client` every third of the TTL until `stop`; returns when each
+/// acknowledged one was answered.
+fn keep_alive_loop(
+    mut c: Client,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(Instant, u32)>> {
+    tokio::spawn(async move {
+        let mut acks = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((ttl, n)) = c.keep_alive().await {
+                assert_eq!(ttl, TTL_MS);
+                acks.push((Instant::now(), n));
+            }
+            tokio::time::sleep(Duration::from_millis(TTL_MS / 3)).await;
+        }
+        acks
+    })
+}
+
+/// `n` elections named `<stem>-<i>`, each with `leader` first and `standby` second, entered
+/// through `via`.
+async fn elections(via: &Client, stem: &str, n: usize, leader: &str, standby: &str) -> Vec<String> {
+    use futures::StreamExt;
+    let names: Vec<String> = (0..n).map(|i| format!("{stem}-{i}")).collect();
+    let entered: Vec<T> = futures::stream::iter(names.iter().map(|e| {
+        let (mut l, mut s) = (via.acting_as(e, leader), via.acting_as(e, standby));
+        async move {
+            l.enter().await.expect("leader enters");
+            s.enter().await.expect("standby enters")
+        }
+    }))
+    .buffered(32)
+    .collect()
+    .await;
+    for t in entered {
+        assert_eq!(t.leader, leader);
+    }
+    names
+}
+
+/// Keeps `leader` and `standby` of `n` elections alive by KeepAlive alone for three TTLs (the
+/// leader's through `b`, the elections entered and read through `a`), then stops the leader's:
+/// within TTL + 1 s every election has the standby as leader, under the next id, through one
+/// event each, and no read started after the leader's lease ended shows it.
+async fn a_session_keeps_every_election_then_ends_them_all(a: SocketAddr, b: SocketAddr, n: usize) {
+    // the sessions run from before the elections are entered: entering hundreds takes longer
+    // than a TTL
+    let stop_worker = Arc::new(AtomicBool::new(false));
+    let stop_standby = Arc::new(AtomicBool::new(false));
+    let worker = keep_alive_loop(Client::connect(b, "", "worker").await, stop_worker.clone());
+    let standby = keep_alive_loop(
+        Client::connect(a, "", "standby").await,
+        stop_standby.clone(),
+    );
+    let via_a = Client::connect(a, "", "").await;
+    let names = elections(&via_a, "shard", n, "worker", "standby").await;
+    let first: HashMap<String, T> = {
+        let mut m = HashMap::new();
+        for e in &names {
+            m.insert(
+                e.clone(),
+                via_a.acting_as(e, "").get_term().await.expect("read"),
+            );
+        }
+        m
+    };
+    // a watcher on each election, on the other replica
+    let events: Arc<Mutex<HashMap<String, Vec<T>>>> = Arc::default();
+    let mut watchers = Vec::new();
+    for e in &names {
+        let mut w = Client::connect(b, e, "")
+            .await
+            .watch()
+            .await
+            .expect("watch");
+        let (events, e) = (events.clone(), e.clone());
+        watchers.push(tokio::spawn(async move {
+            while let Some(Ok(t)) = w.try_next(Duration::from_secs(60)).await {
+                events.lock().unwrap().entry(e.clone()).or_default().push(t);
+            }
+        }));
+    }
+
+    // three TTLs of nothing but KeepAlive: everyone stays, nothing changes, nothing is sent
+    tokio::time::sleep(Duration::from_millis(3 * TTL_MS)).await;
+    for e in &names {
+        let t = via_a.acting_as(e, "").get_term().await.expect("read");
+        assert_eq!(
+            t, first[e],
+            "{e} changed while its candidates kept their session"
+        );
+    }
+    assert!(
+        events.lock().unwrap().values().all(Vec::is_empty),
+        "events while nothing changed"
+    );
+
+    stop_worker.store(true, Ordering::Relaxed);
+    let acks = worker.await.expect("keep-alive task");
+    let (last_ack, count) = *acks.last().expect("acknowledged KeepAlives");
+    assert_eq!(count as usize, n, "the session answered for every election");
+    let lease_end = last_ack + Duration::from_millis(TTL_MS);
+    let deadline = lease_end + Duration::from_secs(1);
+    // reads meanwhile, through both replicas: none started after the lease ended shows it
+    let mut left: Vec<&String> = names.iter().collect();
+    let mut round = 0;
+    let (via_a, via_b) = (
+        Client::connect(a, "", "").await,
+        Client::connect(b, "", "").await,
+    );
+    while !left.is_empty() {
+        round += 1;
+        assert!(
+            Instant::now() < deadline,
+            "{} elections still led by the worker",
+            left.len()
+        );
+        let via = if round % 2 == 0 { &via_a } else { &via_b };
+        // every remaining election read at once, so that a round takes a few milliseconds
+        let reads = futures::future::join_all(left.iter().map(|e| {
+            let mut c = via.acting_as(e, "");
+            async move {
+                let started = Instant::now();
+                (started, c.get_term().await.expect("read"))
+            }
+        }))
+        .await;
+        let mut still = Vec::new();
+        for (e, (started, t)) in left.into_iter().zip(reads) {
+            if t.candidates.iter().any(|c| c == "worker") {
+                assert!(
+                    started < lease_end + Duration::from_millis(50),
+                    "{e} showed the worker {:?} after its lease ended",
+                    started - lease_end
+                );
+                still.push(e);
+            } else {
+                assert_eq!(
+                    (t.id, t.leader.as_str(), t.candidates.clone()),
+                    (first[e].id + 1, "standby", vec!["standby".to_owned()]),
+                    "{e}"
+                );
+            }
+        }
+        left = still;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_gone = Instant::now();
+    eprintln!(
+        "{n} elections: all led by the standby {:?} after the worker's lease ended",
+        all_gone.saturating_duration_since(lease_end)
+    );
+    // one event each, for that change
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_standby.store(true, Ordering::Relaxed);
+    standby.await.expect("keep-alive task");
+    for w in watchers {
+        w.abort();
+    }
+    let events = events.lock().unwrap();
+    for e in &names {
+        let seen: Vec<(u64, &str)> = events
+            .get(e)
+            .map(|v| v.iter().map(|t| (t.id, t.leader.as_str())).collect())
+            .unwrap_or_default();
+        assert_eq!(seen, vec![(first[e].id + 1, "standby")], "{e}: its events");
+    }
+}
+
+fn with_sessions(s: &mut Settings) {
+    s.lease_ttl_ms = TTL_MS;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_a_client_in_500_elections_and_ends_with_it() {
+    let redis = RedisServer::start().await;
+    let p = prefix("sessions");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut s = settings(&redis, &p);
+        with_sessions(&mut s);
+        replicas.push(Replica::start(s).await);
+    }
+    a_session_keeps_every_election_then_ends_them_all(replicas[0].addr, replicas[1].addr, 500)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_session_keeps_elections_on_every_master() {
+    let cluster = RedisCluster::start(3).await;
+    let p = prefix("sessions-cluster");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut s = cluster_settings(&cluster, &p);
+        with_sessions(&mut s);
+        s.redis_timeout_ms = 1000;
+        replicas.push(Replica::start(s).await);
+    }
+    a_session_keeps_every_election_then_ends_them_all(replicas[0].addr, replicas[1].addr, 300)
+        .await;
+}
+
+#[tokio::test]
+async fn a_client_that_stands_nowhere_is_told_so_and_leaves_nothing_behind() {
+    let redis = RedisServer::start().await;
+    let p = prefix("sessions-none");
+    let mut s = settings(&redis, &p);
+    with_sessions(&mut s);
+    let replica = Replica::start(s).await;
+    let mut c = replica.client("", "nobody").await;
+    assert_eq!(c.keep_alive().await.expect("KeepAlive"), (TTL_MS, 0));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("keys");
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+
+    // one election: then the session lives in that bucket only, and goes with the candidacy
+    let mut e = replica.client("solo", "somebody").await;
+    e.enter().await.expect("enter");
+    assert_eq!(
+        e.acting_as("", "somebody")
+            .keep_alive()
+            .await
+            .expect("KeepAlive")
+            .1,
+        1
+    );
+    e.withdraw().await.expect("withdraw");
+    let mut conn = redis.connection().await;
+    for key in redis::cmd("KEYS")
+        .arg(format!("{p}:*:sessions"))
+        .query_async::<Vec<String>>(&mut conn)
+        .await
+        .expect("keys")
+    {
+        let held: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("hgetall");
+        assert!(held.is_empty(), "{key}: {held:?}");
+    }
+    assert_eq!(
+        e.acting_as("", "somebody")
+            .keep_alive()
+            .await
+            .expect("KeepAlive")
+            .1,
+        0
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_refuses_a_bad_client_id() {
+    let redis = RedisServer::start().await;
+    let mut s = settings(&redis, &prefix("sessions-bad"));
+    s.max_id_bytes = 16;
+    let replica = Replica::start(s).await;
+    let mut c = replica.client("", "").await;
+    expect_code(c.keep_alive().await, Code::InvalidArgument);
+    let mut long = c.acting_as("", &"x".repeat(17));
+    let msg = expect_code(long.keep_alive().await, Code::InvalidArgument);
+    assert!(msg.contains("over the limit"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_lapsed_session_does_not_bring_back_what_ran_out() {
+    // the worker's own lease and its session both end; a late KeepAlive starts a new session
+    // but the candidacies that ran out meanwhile are gone, each a normal change
+    let redis = RedisServer::start().await;
+    let mut s = settings(&redis, &prefix("sessions-late"));
+    with_sessions(&mut s);
+    let replica = Replica::start(s).await;
+    let via = replica.client("", "").await;
+    let names = elections(&via, "late", 20, "worker", "standby").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let standby = keep_alive_loop(via.acting_as("", "standby"), stop.clone());
+    let mut worker = via.acting_as("", "worker");
+    worker.keep_alive().await.expect("KeepAlive");
+    let mut w = via.acting_as(&names[0], "").watch().await.expect("watch");
+    tokio::time::sleep(Duration::from_millis(TTL_MS + 300)).await;
+    let (_, n) = worker.keep_alive().await.expect("late KeepAlive");
+    assert_eq!(n, 0, "nothing brought back");
+    for e in &names {
+        let t = via.acting_as(e, "").get_term().await.expect("read");
+        assert_eq!(t.leader, "standby", "{e}");
+    }
+    assert_eq!(w.next().await.leader, "standby");
+    stop.store(true, Ordering::Relaxed);
+    standby.await.expect("keep-alive task");
+}
