@@ -71,7 +71,12 @@ async fn sentinels_with(
 
 /// Settings for a replica in Sentinel mode on the Sentinels at `ports`, reached as
 /// `{scheme}://{userinfo}127.0.0.1:port`, master "elect".
-fn sentinel_settings(prefix: &str, ports: &[u16], scheme: &str, userinfo: &str) -> Settings {
+pub(crate) fn sentinel_settings(
+    prefix: &str,
+    ports: &[u16],
+    scheme: &str,
+    userinfo: &str,
+) -> Settings {
     let mut s = bare_settings(prefix);
     s.redis_timeout_ms = 500;
     s.lease_ttl_ms = 0;
@@ -86,7 +91,10 @@ fn sentinel_settings(prefix: &str, ports: &[u16], scheme: &str, userinfo: &str) 
     s
 }
 
-async fn sentinel_cmd<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
+pub(crate) async fn sentinel_cmd<T: redis::FromRedisValue>(
+    port: u16,
+    args: &[&str],
+) -> redis::RedisResult<T> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
     let mut c = client.get_multiplexed_async_connection().await?;
     let mut cmd = redis::cmd("SENTINEL");

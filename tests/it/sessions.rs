@@ -12,22 +12,24 @@ use tonic::Code;
 
 use crate::harness::*;
 
+/// The lease TTL of most of these tests.
 const TTL_MS: u64 = 1500;
 
 /// Calls KeepAlive as `client` every third of the TTL until `stop`; returns when each
 /// acknowledged one was answered.
 fn keep_alive_loop(
     mut c: Client,
+    ttl_ms: u64,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Vec<(Instant, u32)>> {
     tokio::spawn(async move {
         let mut acks = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             if let Ok((ttl, n)) = c.keep_alive().await {
-                assert_eq!(ttl, TTL_MS);
+                assert_eq!(ttl, ttl_ms);
                 acks.push((Instant::now(), n));
             }
-            tokio::time::sleep(Duration::from_millis(TTL_MS / 3)).await;
+            tokio::time::sleep(Duration::from_millis(ttl_ms / 3)).await;
         }
         acks
     })
@@ -57,15 +59,27 @@ async fn elections(via: &Client, stem: &str, n: usize, leader: &str, standby: &s
 /// Keeps `leader` and `standby` of `n` elections alive by KeepAlive alone for three TTLs (the
 /// leader's through `b`, the elections entered and read through `a`), then stops the leader's:
 /// within TTL + 1 s every election has the standby as leader, under the next id, through one
-/// event each, and no read started after the leader's lease ended shows it.
-async fn a_session_keeps_every_election_then_ends_them_all(a: SocketAddr, b: SocketAddr, n: usize) {
+/// event each, and no read started after the leader's lease ended shows it. `meanwhile` runs
+/// while the sessions alone keep everyone.
+async fn a_session_keeps_every_election_then_ends_them_all(
+    a: SocketAddr,
+    b: SocketAddr,
+    n: usize,
+    ttl_ms: u64,
+    meanwhile: impl std::future::Future<Output = ()>,
+) {
     // the sessions run from before the elections are entered: entering hundreds takes longer
     // than a TTL
     let stop_worker = Arc::new(AtomicBool::new(false));
     let stop_standby = Arc::new(AtomicBool::new(false));
-    let worker = keep_alive_loop(Client::connect(b, "", "worker").await, stop_worker.clone());
+    let worker = keep_alive_loop(
+        Client::connect(b, "", "worker").await,
+        ttl_ms,
+        stop_worker.clone(),
+    );
     let standby = keep_alive_loop(
         Client::connect(a, "", "standby").await,
+        ttl_ms,
         stop_standby.clone(),
     );
     let via_a = Client::connect(a, "", "").await;
@@ -98,7 +112,9 @@ async fn a_session_keeps_every_election_then_ends_them_all(a: SocketAddr, b: Soc
     }
 
     // three TTLs of nothing but KeepAlive: everyone stays, nothing changes, nothing is sent
-    tokio::time::sleep(Duration::from_millis(3 * TTL_MS)).await;
+    let quiet = tokio::time::sleep(Duration::from_millis(3 * ttl_ms));
+    meanwhile.await;
+    quiet.await;
     for e in &names {
         let t = via_a.acting_as(e, "").get_term().await.expect("read");
         assert_eq!(
@@ -115,10 +131,11 @@ async fn a_session_keeps_every_election_then_ends_them_all(a: SocketAddr, b: Soc
     let acks = worker.await.expect("keep-alive task");
     let (last_ack, count) = *acks.last().expect("acknowledged KeepAlives");
     assert_eq!(count as usize, n, "the session answered for every election");
-    let lease_end = last_ack + Duration::from_millis(TTL_MS);
+    let lease_end = last_ack + Duration::from_millis(ttl_ms);
     let deadline = lease_end + Duration::from_secs(1);
     // reads meanwhile, through both replicas: none started after the lease ended shows it
     let mut left: Vec<&String> = names.iter().collect();
+    let mut new_ids: HashMap<String, u64> = HashMap::new();
     let mut round = 0;
     let (via_a, via_b) = (
         Client::connect(a, "", "").await,
@@ -151,11 +168,10 @@ async fn a_session_keeps_every_election_then_ends_them_all(a: SocketAddr, b: Soc
                 );
                 still.push(e);
             } else {
-                assert_eq!(
-                    (t.id, t.leader.as_str(), t.candidates.clone()),
-                    (first[e].id + 1, "standby", vec!["standby".to_owned()]),
-                    "{e}"
-                );
+                // the next id: one above, or after a failover the new master's first
+                assert!(t.id > first[e].id, "{e}: {t:?}");
+                assert_eq!(t.candidates, vec!["standby".to_owned()], "{e}");
+                new_ids.insert((*e).clone(), t.id);
             }
         }
         left = still;
@@ -179,7 +195,7 @@ async fn a_session_keeps_every_election_then_ends_them_all(a: SocketAddr, b: Soc
             .get(e)
             .map(|v| v.iter().map(|t| (t.id, t.leader.as_str())).collect())
             .unwrap_or_default();
-        assert_eq!(seen, vec![(first[e].id + 1, "standby")], "{e}: its events");
+        assert_eq!(seen, vec![(new_ids[e], "standby")], "{e}: its events");
     }
 }
 
@@ -197,8 +213,14 @@ async fn a_session_keeps_a_client_in_500_elections_and_ends_with_it() {
         with_sessions(&mut s);
         replicas.push(Replica::start(s).await);
     }
-    a_session_keeps_every_election_then_ends_them_all(replicas[0].addr, replicas[1].addr, 500)
-        .await;
+    a_session_keeps_every_election_then_ends_them_all(
+        replicas[0].addr,
+        replicas[1].addr,
+        500,
+        TTL_MS,
+        async {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,8 +234,14 @@ async fn on_a_cluster_a_session_keeps_elections_on_every_master() {
         s.redis_timeout_ms = 1000;
         replicas.push(Replica::start(s).await);
     }
-    a_session_keeps_every_election_then_ends_them_all(replicas[0].addr, replicas[1].addr, 300)
-        .await;
+    a_session_keeps_every_election_then_ends_them_all(
+        replicas[0].addr,
+        replicas[1].addr,
+        300,
+        TTL_MS,
+        async {},
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -292,7 +320,7 @@ async fn a_lapsed_session_does_not_bring_back_what_ran_out() {
     let via = replica.client("", "").await;
     let names = elections(&via, "late", 20, "worker", "standby").await;
     let stop = Arc::new(AtomicBool::new(false));
-    let standby = keep_alive_loop(via.acting_as("", "standby"), stop.clone());
+    let standby = keep_alive_loop(via.acting_as("", "standby"), TTL_MS, stop.clone());
     let mut worker = via.acting_as("", "worker");
     worker.keep_alive().await.expect("KeepAlive");
     let mut w = via.acting_as(&names[0], "").watch().await.expect("watch");
@@ -306,4 +334,61 @@ async fn a_lapsed_session_does_not_bring_back_what_ran_out() {
     assert_eq!(w.next().await.leader, "standby");
     stop.store(true, Ordering::Relaxed);
     standby.await.expect("keep-alive task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_live_on_across_a_sentinel_failover() {
+    use crate::sentinel::{sentinel_cmd, sentinel_settings, sentinels};
+    let primary = RedisServer::start().await;
+    let replica_redis = RedisServer::start_replica_of(&primary).await;
+    let (_sentinels, ports, dir) = sentinels(&primary).await;
+    for &p in &ports {
+        wait_for(|| async move {
+            sentinel_cmd::<Vec<redis::Value>>(p, &["REPLICAS", "elect"])
+                .await
+                .is_ok_and(|r| r.len() == 1)
+        })
+        .await;
+    }
+    // the replica in sync first (its first sync waits a few seconds), or the failover below
+    // would promote a replica without the elections
+    wait_for(|| async {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut replica_redis.connection().await)
+            .await
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    })
+    .await;
+    let p = prefix("sessions-sentinel");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut s = sentinel_settings(&p, &ports, "redis", "");
+        // long enough for the sessions to outlast the failover's unavailability
+        s.lease_ttl_ms = 6000;
+        s.redis_timeout_ms = 1000;
+        replicas.push(Replica::start(s).await);
+    }
+    // the sessions (and everything else) move to the promoted replica with the data
+    let failover = async {
+        let _: String = sentinel_cmd(ports[0], &["FAILOVER", "elect"])
+            .await
+            .expect("failover starts");
+        wait_for(|| async {
+            sentinel_cmd::<Vec<String>>(ports[0], &["GET-MASTER-ADDR-BY-NAME", "elect"])
+                .await
+                .is_ok_and(|a| a.get(1) == Some(&replica_redis.port.to_string()))
+        })
+        .await;
+    };
+    a_session_keeps_every_election_then_ends_them_all(
+        replicas[0].addr,
+        replicas[1].addr,
+        100,
+        6000,
+        failover,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
