@@ -1,11 +1,13 @@
 //! Campaigning and holding leadership.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::session::{Session, Status};
 use crate::watch::WatchItem;
 use crate::{Client, Error, Term};
 
@@ -55,18 +57,21 @@ pub struct Leadership {
     term_id: u64,
     lost: watch::Receiver<Option<LostReason>>,
     keeper: JoinHandle<()>,
+    /// The client id's keep-alive loop, running while any of its campaigns does.
+    _session: Arc<Session>,
 }
 
 /// How the lease is timed, from the service's TTL and the client's margin.
 #[derive(Debug, Clone, Copy)]
-struct Timing {
+pub(crate) struct Timing {
     /// `None`: the service does not expire leases.
     hold: Option<Duration>,
-    refresh: Duration,
+    /// How often the lease is refreshed: three chances before the deadline.
+    pub(crate) refresh: Duration,
 }
 
 impl Timing {
-    fn new(ttl: Duration, margin: Option<Duration>) -> Result<Self, Error> {
+    pub(crate) fn new(ttl: Duration, margin: Option<Duration>) -> Result<Self, Error> {
         if ttl.is_zero() {
             return Ok(Timing {
                 hold: None,
@@ -92,9 +97,10 @@ impl Timing {
     }
 }
 
-/// GetTerm or Enter as `id`, timed from its send time.
+/// GetTerm or Enter as `id`, timed from its send time and the answer's arrival.
 struct Refreshed {
     sent: Instant,
+    answered: Instant,
     term: Term,
     ttl: Option<Duration>,
 }
@@ -108,9 +114,15 @@ async fn refresh(client: &Client, name: &str, id: &str, enter: bool) -> Result<R
     };
     Ok(Refreshed {
         sent,
+        answered: Instant::now(),
         term: a.value,
         ttl: a.ttl,
     })
+}
+
+/// Whether the client id's session keeps its leases (so no election needs its own refresh).
+fn session_on(status: &watch::Receiver<Status>) -> bool {
+    status.borrow().available == Some(true)
 }
 
 /// A task that is aborted when this is dropped.
@@ -146,6 +158,8 @@ pub(crate) async fn campaign(
     // No term at or below this id may make us leader: it was seen with another leader, so a
     // claim under it is stale.
     let mut floor = 0u64;
+    let session = client.session(&id);
+    let mut session_status = session.status();
     let (mut changes, watcher) = watch_task(&client, &name);
     let mut enter = true;
     let mut backoff = Duration::from_millis(50);
@@ -181,10 +195,13 @@ pub(crate) async fn campaign(
         }
         // still a candidate? if the lease ran out while we waited, enter again
         enter = !r.term.candidates.contains(&id);
-        // wait for a change, or refresh in time to keep the lease
+        // wait for a change, or refresh in time to keep the lease (unless the session keeps
+        // it: then a change is all there is to wait for)
+        let refreshing = !session_on(&session_status);
         tokio::select! {
             Some(_) = changes.recv() => {}
-            _ = tokio::time::sleep(timing.refresh) => {}
+            _ = tokio::time::sleep(timing.refresh), if refreshing => {}
+            Ok(()) = session_status.changed(), if !refreshing => {}
         }
     };
     let (r, timing) = result?;
@@ -192,13 +209,17 @@ pub(crate) async fn campaign(
     let term_id = r.term.id;
     let keeper = tokio::spawn(keep(
         client.clone(),
-        name.clone(),
-        id.clone(),
-        term_id,
-        timing,
-        r.sent,
+        Held {
+            name: name.clone(),
+            id: id.clone(),
+            term_id,
+            timing,
+            acked: r.sent,
+            answered: r.answered,
+        },
         changes,
         watcher,
+        session.status(),
         lost_tx,
     ));
     Ok(Leadership {
@@ -208,7 +229,21 @@ pub(crate) async fn campaign(
         term_id,
         lost,
         keeper,
+        _session: session,
     })
+}
+
+/// A leadership being kept.
+struct Held {
+    name: String,
+    id: String,
+    term_id: u64,
+    timing: Timing,
+    /// The send time of the last refresh acknowledged for this election.
+    acked: Instant,
+    /// When the answer that made it leader arrived: a KeepAlive sent after it covers the
+    /// election (one sent before may have been applied before the election was entered).
+    answered: Instant,
 }
 
 /// What a term says about a leadership held under `term_id`: `None` while it still holds.
@@ -226,22 +261,28 @@ fn verdict(term: &Term, id: &str, term_id: u64) -> Option<LostReason> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn keep(
     client: Client,
-    name: String,
-    id: String,
-    term_id: u64,
-    timing: Timing,
-    mut acked: Instant,
+    held: Held,
     mut changes: mpsc::Receiver<WatchItem>,
     watcher: Task,
+    mut session: watch::Receiver<Status>,
     lost: watch::Sender<Option<LostReason>>,
 ) {
+    let Held {
+        name,
+        id,
+        term_id,
+        timing,
+        mut acked,
+        answered,
+    } = held;
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut next_refresh = Instant::now() + timing.refresh;
     let reason = loop {
         let deadline = timing.deadline(acked).unwrap_or(far);
+        // with the session keeping the lease, this election needs no refresh of its own
+        let refreshing = !session_on(&session);
         tokio::select! {
             // the local timer: fires whether or not any message arrives
             _ = tokio::time::sleep_until(deadline) => break LostReason::DeadlinePassed,
@@ -255,7 +296,14 @@ async fn keep(
                     break reason;
                 }
             }
-            _ = tokio::time::sleep_until(next_refresh) => {
+            Ok(()) = session.changed(), if !refreshing => {
+                if let Some(sent) = session.borrow().acked {
+                    if sent >= answered {
+                        acked = acked.max(sent);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_refresh), if refreshing => {
                 next_refresh = Instant::now() + timing.refresh;
                 // a refresh answered after the deadline is of no use
                 let bounded = tokio::time::timeout_at(deadline, refresh(&client, &name, &id, false));

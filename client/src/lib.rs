@@ -32,10 +32,12 @@
 #![forbid(unsafe_code)]
 
 mod campaign;
+mod session;
 mod watch;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use tonic::metadata::MetadataValue;
@@ -43,6 +45,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 
 pub use campaign::{Leadership, LostReason};
+pub use session::KeepAlive;
 pub use watch::{Reset, Watch, WatchItem};
 
 /// The generated protobuf and gRPC code of the service's schema.
@@ -255,6 +258,7 @@ impl ClientBuilder {
                 next: AtomicUsize::new(0),
                 token,
                 margin: self.margin,
+                sessions: Mutex::default(),
             }),
         })
     }
@@ -273,6 +277,8 @@ struct Inner {
     next: AtomicUsize,
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
     margin: Option<Duration>,
+    /// The running session of each client id that campaigns (see `session.rs`).
+    sessions: Mutex<HashMap<String, Weak<session::Session>>>,
 }
 
 /// Whether a call may be sent again after a failure that left its fate unknown.

@@ -392,3 +392,97 @@ async fn sessions_live_on_across_a_sentinel_failover() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_crate_worker_in_many_elections_keeps_them_with_one_loop_and_stops_first() {
+    use electiond_client::Client as Crate;
+    const N: usize = 20;
+    let redis = RedisServer::start().await;
+    let p = prefix("sessions-crate");
+    let metrics_port = free_port();
+    let mut s = settings(&redis, &p);
+    with_sessions(&mut s);
+    s.metrics_addr = Some(format!("127.0.0.1:{metrics_port}"));
+    let a = Replica::start(s).await;
+    let mut s = settings(&redis, &p);
+    with_sessions(&mut s);
+    let b = Replica::start(s).await;
+
+    // the worker campaigns through A only; standbys behind it, kept alive through B
+    let worker = Crate::builder([format!("http://{}", a.addr)])
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let standby = keep_alive_loop(
+        Client::connect(b.addr, "", "standby").await,
+        TTL_MS,
+        stop.clone(),
+    );
+    let mut leaderships = Vec::new();
+    for i in 0..N {
+        let name = format!("crate-{i}");
+        let l = worker.campaign(&name, "worker").await.expect("leads");
+        Client::connect(b.addr, &name, "standby")
+            .await
+            .enter()
+            .await
+            .expect("standby enters");
+        leaderships.push((name, l));
+    }
+
+    // three TTLs: every leadership holds, by one KeepAlive loop, no GetTerm per election
+    wait_for_port(metrics_port).await;
+    let calls = |text: &str, method: &str| {
+        value(
+            text,
+            &format!("electiond_grpc_calls_total{{method=\"{method}\",code=\"OK\"}}"),
+        )
+    };
+    let before = scrape(metrics_port).await;
+    tokio::time::sleep(Duration::from_millis(3 * TTL_MS)).await;
+    let after = scrape(metrics_port).await;
+    assert!(
+        leaderships.iter().all(|(_, l)| !l.is_lost()),
+        "all still lead"
+    );
+    let keep_alives = calls(&after, "KeepAlive") - calls(&before, "KeepAlive");
+    let refreshes = calls(&after, "GetTerm") - calls(&before, "GetTerm");
+    eprintln!("over three TTLs: {keep_alives} KeepAlive, {refreshes} GetTerm");
+    assert!(
+        (6.0..=20.0).contains(&keep_alives),
+        "one loop's KeepAlives: {keep_alives}"
+    );
+    assert_eq!(refreshes, 0.0, "no election refreshed on its own");
+
+    // A goes away: the worker's KeepAlives fail; each leadership ends on its own deadline,
+    // before the service (watched through B) hands the election to the standby
+    let mut handovers = Vec::new();
+    for (name, _) in &leaderships {
+        let mut w = Client::connect(b.addr, name, "")
+            .await
+            .watch()
+            .await
+            .expect("watch");
+        handovers.push(tokio::spawn(async move {
+            w.until_matching(|t| t.leader == "standby").await;
+            Instant::now()
+        }));
+    }
+    a.shutdown().await.expect("A stops");
+    let lost: Vec<Instant> = futures::future::join_all(leaderships.iter().map(|(_, l)| async {
+        l.lost().await;
+        Instant::now()
+    }))
+    .await;
+    for (((name, _), lost), handover) in leaderships.iter().zip(lost).zip(handovers) {
+        let handed_over = handover.await.expect("the standby leads");
+        assert!(
+            lost < handed_over,
+            "{name}: the leadership ended {:?} after the service gave the place away",
+            lost - handed_over
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    standby.await.expect("keep-alive task");
+}
