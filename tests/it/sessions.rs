@@ -35,6 +35,125 @@ fn keep_alive_loop(
     })
 }
 
+/// A worker outside this process: a shell loop that calls KeepAlive with curl every third of
+/// the TTL, appending each answer to a file. Freezing it (SIGSTOP to its process group)
+/// leaves its connections open and nothing calling; dropping it kills the group.
+struct ShellWorker {
+    child: tokio::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl ShellWorker {
+    async fn start(addr: SocketAddr, client_id: &str, ttl_ms: u64) -> Self {
+        use prost::Message;
+        let dir = std::env::temp_dir().join(format!(
+            "electiond-shell-worker-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let request = electiond::proto::session::KeepAliveRequest {
+            client_id: client_id.to_owned(),
+        }
+        .encode_to_vec();
+        // one gRPC message: uncompressed, its length, the bytes
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(request.len() as u32).to_be_bytes());
+        body.extend_from_slice(&request);
+        std::fs::write(dir.join("request"), body).expect("request file");
+        let script = format!(
+            "while :; do curl -sS --http2-prior-knowledge -m 1 -X POST \
+               -H 'content-type: application/grpc' -H 'te: trailers' \
+               --data-binary @request \
+               http://{addr}/electiond.session.v1.SessionService/KeepAlive >> answers
+             sleep {}; done",
+            ttl_ms as f64 / 3000.0
+        );
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(&dir)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sh runs");
+        ShellWorker { child, dir }
+    }
+
+    /// The answers so far, in order: each one `(ttl_ms, elections)`.
+    fn answers(&self) -> Vec<(u64, u32)> {
+        use prost::Message;
+        let bytes = std::fs::read(self.dir.join("answers")).unwrap_or_default();
+        let mut rest = &bytes[..];
+        let mut out = Vec::new();
+        while rest.len() >= 5 {
+            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+            if rest.len() < 5 + len {
+                break;
+            }
+            let a = electiond::proto::session::KeepAliveResponse::decode(&rest[5..5 + len])
+                .expect("a KeepAliveResponse");
+            out.push((a.ttl_ms, a.elections));
+            rest = &rest[5 + len..];
+        }
+        out
+    }
+
+    fn signal_group(&self, sig: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args([sig, "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
+
+impl Drop for ShellWorker {
+    fn drop(&mut self) {
+        // SIGKILL ends stopped processes too
+        self.signal_group("-KILL");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How the worker keeps its session, and how it stops keeping it.
+enum Worker {
+    /// KeepAlive from this process; stops calling when told.
+    Quits(
+        Arc<AtomicBool>,
+        tokio::task::JoinHandle<Vec<(Instant, u32)>>,
+    ),
+    /// The shell loop of [`ShellWorker`]; is frozen.
+    Freezes(ShellWorker),
+}
+
+impl Worker {
+    /// Stops the worker's KeepAlives; returns the latest instant at which its last one can
+    /// have been sent, and the elections that last answer counted. A frozen worker stays
+    /// frozen until dropped.
+    async fn stop(&mut self) -> (Instant, u32) {
+        match self {
+            Worker::Quits(stop, task) => {
+                stop.store(true, Ordering::Relaxed);
+                let acks = task.await.expect("keep-alive task");
+                *acks.last().expect("acknowledged KeepAlives")
+            }
+            Worker::Freezes(shell) => {
+                shell.signal_group("-STOP");
+                let frozen = Instant::now();
+                let answers = shell.answers();
+                assert!(
+                    answers.len() >= 6,
+                    "three TTLs of KeepAlives answered: {answers:?}"
+                );
+                let (_, count) = *answers.last().expect("acknowledged KeepAlives");
+                (frozen, count)
+            }
+        }
+    }
+}
+
 /// `n` elections named `<stem>-<i>`, each with `leader` first and `standby` second, entered
 /// through `via`.
 async fn elections(via: &Client, stem: &str, n: usize, leader: &str, standby: &str) -> Vec<String> {
@@ -57,7 +176,8 @@ async fn elections(via: &Client, stem: &str, n: usize, leader: &str, standby: &s
 }
 
 /// Keeps `leader` and `standby` of `n` elections alive by KeepAlive alone for three TTLs (the
-/// leader's through `b`, the elections entered and read through `a`), then stops the leader's:
+/// leader's through `b`, the elections entered and read through `a`), then stops the leader's
+/// (or, when `frozen`, freezes the process that sends them, with SIGSTOP):
 /// within TTL + 1 s every election has the standby as leader, under the next id, through one
 /// event each, and no read started after the leader's lease ended shows it. `meanwhile` runs
 /// while the sessions alone keep everyone.
@@ -66,17 +186,19 @@ async fn a_session_keeps_every_election_then_ends_them_all(
     b: SocketAddr,
     n: usize,
     ttl_ms: u64,
+    frozen: bool,
     meanwhile: impl std::future::Future<Output = ()>,
 ) {
     // the sessions run from before the elections are entered: entering hundreds takes longer
     // than a TTL
-    let stop_worker = Arc::new(AtomicBool::new(false));
+    let mut worker = if frozen {
+        Worker::Freezes(ShellWorker::start(b, "worker", ttl_ms).await)
+    } else {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = keep_alive_loop(Client::connect(b, "", "worker").await, ttl_ms, stop.clone());
+        Worker::Quits(stop, task)
+    };
     let stop_standby = Arc::new(AtomicBool::new(false));
-    let worker = keep_alive_loop(
-        Client::connect(b, "", "worker").await,
-        ttl_ms,
-        stop_worker.clone(),
-    );
     let standby = keep_alive_loop(
         Client::connect(a, "", "standby").await,
         ttl_ms,
@@ -127,9 +249,7 @@ async fn a_session_keeps_every_election_then_ends_them_all(
         "events while nothing changed"
     );
 
-    stop_worker.store(true, Ordering::Relaxed);
-    let acks = worker.await.expect("keep-alive task");
-    let (last_ack, count) = *acks.last().expect("acknowledged KeepAlives");
+    let (last_ack, count) = worker.stop().await;
     assert_eq!(count as usize, n, "the session answered for every election");
     let lease_end = last_ack + Duration::from_millis(ttl_ms);
     let deadline = lease_end + Duration::from_secs(1);
@@ -218,6 +338,28 @@ async fn a_session_keeps_a_client_in_500_elections_and_ends_with_it() {
         replicas[1].addr,
         500,
         TTL_MS,
+        false,
+        async {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_client_loses_every_election_within_ttl_and_a_second() {
+    let redis = RedisServer::start().await;
+    let p = prefix("sessions-frozen");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut s = settings(&redis, &p);
+        with_sessions(&mut s);
+        replicas.push(Replica::start(s).await);
+    }
+    a_session_keeps_every_election_then_ends_them_all(
+        replicas[0].addr,
+        replicas[1].addr,
+        100,
+        TTL_MS,
+        true,
         async {},
     )
     .await;
@@ -239,6 +381,7 @@ async fn on_a_cluster_a_session_keeps_elections_on_every_master() {
         replicas[1].addr,
         300,
         TTL_MS,
+        false,
         async {},
     )
     .await;
@@ -387,6 +530,7 @@ async fn sessions_live_on_across_a_sentinel_failover() {
         replicas[1].addr,
         100,
         6000,
+        false,
         failover,
     )
     .await;
