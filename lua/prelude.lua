@@ -1,17 +1,21 @@
 -- prelude.lua: the shared part of the election library. The store loads one Redis Functions
 -- library (FUNCTION LOAD, Redis 7+): this prelude, then each operation file (enter.lua, ...)
--- as the body of one registered function that starts with `start(KEYS, ARGV)`. So every
+-- as the body of one registered function that starts with `start(KEYS, ARGV)` and
+-- `end_sessions()`. So every
 -- operation is one atomic function call (FCALL), and the helpers below are built once, when
 -- the library loads, not on every call.
 --
 -- Every operation takes the same KEYS and leading ARGV (KEYS[1..3] are its bucket's, KEYS[4..5]
--- its election's; KeepAlive, which acts on a bucket, passes only the first three):
+-- its election's; KeepAlive, which acts on buckets, passes three for each bucket instead):
 --   KEYS[1]  the lease index of the election's bucket: sorted set, election name -> its
 --            earliest lease expiry (what the sweepers poll)
---   KEYS[2]  the sessions of the bucket: hash, client -> when its session ends (ms, Redis
---            clock); a candidate whose own lease ran out is still one while its client's
---            session runs (see `expire`), so one KeepAlive per bucket keeps a client in all
---            its elections there
+--   KEYS[2]  the sessions of the bucket: sorted set, client -> when its session ends (ms, Redis
+--            clock). A candidate whose own lease ran out while its client's session runs is
+--            held by the session (its lease becomes HELD, see `expire`), so one KeepAlive per
+--            bucket keeps a client in all its elections there, and nothing comes due while it
+--            lasts; a session that runs out ends its client's held candidacies in the next
+--            call on the bucket (`end_sessions`), which the sweepers make in time through the
+--            lease index's entry "" (no election has that name): the earliest session end
 --   KEYS[3]  the bucket's memberships: sorted set, all scores 0, members "<client>\n<election>"
 --            for every candidate of every election of the bucket, so a client's elections are
 --            one lexicographic range (the client id is escaped and holds no line feed)
@@ -22,7 +26,8 @@
 --            (APPEND) without the list ever passing through Lua (see `header`); terms stored
 --            by earlier versions (one JSON object) get this form on their next change
 --   KEYS[5]  the election's members: sorted set, candidate -> lease expiry (Redis clock, ms),
---            or 0 for a candidate that entered while expiry was off; it holds exactly the
+--            HELD for one its session holds, or 0 for a candidate that entered while expiry
+--            was off; it holds exactly the
 --            candidates, so membership and the count are read here, not from KEYS[4]
 -- All five share the bucket's hash slot.
 --   ARGV[1]  the pub/sub channel that carries the election's changes
@@ -33,7 +38,7 @@
 --   ARGV[6]  largest candidate list the election may hold, in bytes (the lines after the header)
 --   ARGV[7]  the failover epoch of the master this runs on, as the Sentinels name it (0 for one
 --            Redis; unused on a Redis Cluster, where the node's own epoch is read): see next_id
---   ARGV[8..] operation-specific (see each file)
+--   ARGV[8..] operation-specific (see each file); KeepAlive's ARGV[8] is the bucket's key prefix
 -- Candidate ids arrive escaped by the service ("\" as "\\", a line feed as "\n"), so a line
 -- feed in the term only ever ends a candidate, and the functions never decode or re-encode the
 -- candidate list: they cut and join it as a string.
@@ -63,8 +68,13 @@
 
 local PUBLISH_COMMAND = CLUSTER and 'SPUBLISH' or 'PUBLISH'
 
+-- The lease of a candidate held by its client's session: after every real lease (a Redis clock
+-- in ms), exact as a double and as a score.
+local HELD = 9000000000000000
+local HELD_ARG = '9000000000000000'
+
 local term_key, lease_key, index_key, sessions_key, members_key, channel, election, caller
-local ttl, max_candidates_arg, max_bytes_arg, epoch_arg
+local ttl, max_candidates_arg, max_bytes_arg, epoch_arg, bucket_arg
 local clock, now_us, now_ms, lease_until, lease_arg
 -- The election as loaded, on first use: `raw` is the stored string (nil: no such election;
 -- false: not read yet), `head` its header line without the line feed.
@@ -76,6 +86,12 @@ local raw, head
 -- (Every Lua instruction counts here: `start` resets only what `split` does not set.)
 local body, from, at, cut, put, front, tail
 local changed, expired
+-- Candidates this call removed from other elections of the bucket, whose sessions ended
+-- (`end_sessions`, keepalive.lua): counted with `expired` in the reply.
+local swept
+-- The client whose session in the bucket ends first, as `end_sessions` or `index_sessions`
+-- last saw it (false: none); valid only for the bucket they ran on.
+local first_session
 -- The lease index is kept exact without reading the whole member set: the two earliest leases
 -- as they were before this call, and what the changes so far did to the earliest. One change
 -- is worked out from those two; a second one reads the earliest again at the end.
@@ -89,19 +105,21 @@ local function start(keys, argv)
   -- numbers only an operation that needs them reads: each tonumber is a strtod, and a read
   -- needs none of these
   ttl, max_candidates_arg, max_bytes_arg, epoch_arg = tonumber(argv[2]), argv[3], argv[6], argv[7]
+  bucket_arg = argv[8]
   clock = redis.call('TIME')
   now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   now_ms = math.floor(now_us / 1000)
   lease_until = now_ms + ttl
   lease_arg = nil
   raw, head, body = false, nil, nil
-  changed, expired = false, 0
+  changed, expired, swept = false, 0, 0
   m1, s1, m2, s2 = nil, nil, nil, nil
   noted, earliest, reindex_all = false, nil, false
 end
 
--- Turns to another election of the same bucket, whose keys start with `prefix`: what a
--- KeepAlive does for each of its client's elections. The clock stays.
+-- Turns to another election of the same bucket, whose keys start with `prefix` (what ending
+-- a session does for each of its client's elections), or back to the call's own. The clock
+-- stays.
 local function open(prefix, name)
   term_key, lease_key = prefix .. name .. ':term', prefix .. name .. ':leases'
   channel, election = prefix .. name .. ':events', name
@@ -128,13 +146,26 @@ local function joined(c)
   redis.call('ZADD', members_key, '0', c .. '\n' .. election)
 end
 
+-- Keeps the lease index's entry for the bucket's sessions: their earliest end, or none.
+local function index_sessions()
+  local first = redis.call('ZRANGE', sessions_key, '0', '0', 'WITHSCORES')
+  first_session = first[1] or false
+  if first[1] then
+    redis.call('ZADD', index_key, first[2], '')
+  else
+    redis.call('ZREM', index_key, '')
+  end
+end
+
 -- Notes that `c` is no longer a candidate of this election. Its session in the bucket ends
 -- with its last candidacy there.
 local function left(c)
   redis.call('ZREM', members_key, c .. '\n' .. election)
   local lo, hi = range_of(c)
   if redis.call('ZLEXCOUNT', members_key, lo, hi) == 0 then
-    redis.call('HDEL', sessions_key, c)
+    if redis.call('ZREM', sessions_key, c) == 1 then
+      index_sessions()
+    end
   end
 end
 
@@ -353,18 +384,20 @@ local function expire()
   if #due == 0 then
     return
   end
-  -- A candidate whose own lease ran out is still one while its client's session runs: its
-  -- lease follows the session's end. A session that ended at any moment since ended this
-  -- candidacy then (a KeepAlive after the end removes what ran out before it starts a new one,
-  -- see keepalive.lua), so a session running now covers the whole time since.
+  -- A candidate whose own lease ran out is still one while its client's session runs: the
+  -- session holds it from now on (HELD), so that it comes due no more; `end_sessions` ends it
+  -- with the session. A session running now has run since before this lease ran out: one
+  -- that ends is taken away in the next call on the bucket, before anything else, and a new
+  -- one starts only after its client's candidacies that ran out meanwhile were removed (see
+  -- keepalive.lua).
   local dead, kept = {}, {}
   for i = 1, #due, 1000 do
     local batch = { unpack(due, i, math.min(i + 999, #due)) }
-    local ends = redis.call('HMGET', sessions_key, unpack(batch))
+    local ends = redis.call('ZMSCORE', sessions_key, unpack(batch))
     for j, c in ipairs(batch) do
       local ends_at = ends[j]
       if ends_at and tonumber(ends_at) > now_ms then
-        kept[#kept + 1] = ends_at
+        kept[#kept + 1] = HELD_ARG
         kept[#kept + 1] = c
       else
         dead[#dead + 1] = c
@@ -474,7 +507,9 @@ local function reindex()
   elseif earliest == s1 then
     return
   end
-  if earliest == nil then
+  -- an election whose candidates its sessions hold all comes due never: `end_sessions` ends
+  -- them
+  if earliest == nil or earliest >= HELD then
     redis.call('ZREM', index_key, election)
   else
     redis.call('ZADD', index_key, string.format('%d', earliest), election)
@@ -574,7 +609,7 @@ local function finish(status)
   elseif raw == false then
     load()
   end
-  return { status, raw or '0 0 0 0\n', expired }
+  return { status, raw or '0 0 0 0\n', expired + swept }
 end
 
 -- Ends an Enter that appends `line` to an election of many candidates whose stored header
@@ -589,5 +624,64 @@ local function finish_append(stored, line)
   redis.call('APPEND', term_key, line)
   raw = redis.call('GET', term_key)
   redis.call(PUBLISH_COMMAND, channel, raw)
-  return { 'ok', raw, expired }
+  return { 'ok', raw, expired + swept }
+end
+
+-- Ends client `c`'s candidacies in this bucket that stand on no lease of their own: those its
+-- session held (HELD) and those whose lease ran out. Each removal is an ordinary change of its
+-- election, published. `prefix` is the bucket's key prefix. Returns how many candidates left
+-- (with any others whose lease ran out in the same elections); the call's own election is to
+-- be opened again after.
+local function end_candidacies(c, prefix)
+  local n = 0
+  local lo, hi = range_of(c)
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', members_key, lo, hi)) do
+    open(prefix, string.sub(m, #c + 2))
+    local s = tonumber(redis.call('ZSCORE', lease_key, c))
+    if s and (s >= HELD or (s > 0 and s <= now_ms)) then
+      begin()
+      -- expiry takes one whose lease ran out; one held by its session is taken here
+      if is_candidate(c) then
+        drop(c)
+        expired = expired + 1
+      end
+      n = n + expired
+      finish('ok')
+    end
+  end
+  return n
+end
+
+-- Ends the bucket's sessions that ran out, and with them the candidacies they held: what every
+-- call does first (before anything is read), so that no answer shows a candidate whose session
+-- ended, and no session that ended is found running.
+local function end_sessions()
+  if ttl <= 0 then
+    return
+  end
+  local first = redis.call('ZRANGE', sessions_key, '0', '0', 'WITHSCORES')
+  first_session = first[1] or false
+  if not first[2] or tonumber(first[2]) > now_ms then
+    return
+  end
+  local ended = redis.call('ZRANGEBYSCORE', sessions_key, '-inf', now_ms)
+  batched('ZREM', sessions_key, ended)
+  -- the bucket's key prefix: KeepAlive (which is on no election: its name is "") passes it;
+  -- an election's keys start with it
+  local own = election ~= '' and election
+  local prefix = bucket_arg
+  if own then
+    prefix = string.sub(term_key, 1, #term_key - #own - 5)
+  end
+  local n = 0
+  for _, c in ipairs(ended) do
+    n = n + end_candidacies(c, prefix)
+  end
+  index_sessions()
+  if own then
+    open(prefix, own)
+  else
+    election = ''
+  end
+  swept = swept + n
 end

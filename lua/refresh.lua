@@ -15,7 +15,7 @@ if known and not changed then
   local rev = string.match(redis.call('GETRANGE', term_key, '0', '63'), '^%d+ 0*(%d+) ')
   if rev == known then
     reindex()
-    return { 'same', '', 0 }
+    return { 'same', '', swept }
   end
 end
 return finish('ok')

@@ -58,4 +58,4 @@ local rev = tonumber(string.match(head, '^%d+ (%d+)'))
 raw = header(new_id, math.max(rev + 1, now_us), #candidates) .. '\n' .. candidates
 redis.call('SET', term_key, raw)
 redis.call(PUBLISH_COMMAND, channel, raw)
-return { 'ok', raw, expired }
+return { 'ok', raw, expired + swept }

@@ -196,12 +196,22 @@ pub(crate) async fn campaign(
         // still a candidate? if the lease ran out while we waited, enter again
         enter = !r.term.candidates.contains(&id);
         // wait for a change, or refresh in time to keep the lease (unless the session keeps
-        // it: then a change is all there is to wait for)
-        let refreshing = !session_on(&session_status);
-        tokio::select! {
-            Some(_) = changes.recv() => {}
-            _ = tokio::time::sleep(timing.refresh), if refreshing => {}
-            Ok(()) = session_status.changed(), if !refreshing => {}
+        // it: then a change is all there is to wait for, and its KeepAlives are no reason to
+        // read the election)
+        let refresh_at = Instant::now() + timing.refresh;
+        loop {
+            let refreshing = !session_on(&session_status);
+            tokio::select! {
+                Some(_) = changes.recv() => break,
+                _ = tokio::time::sleep_until(refresh_at), if refreshing => break,
+                Ok(()) = session_status.changed() => {
+                    if !session_on(&session_status) {
+                        // the session stopped keeping the lease: refresh it now
+                        break;
+                    }
+                }
+                else => break,
+            }
         }
     };
     let (r, timing) = result?;
@@ -296,7 +306,8 @@ async fn keep(
                     break reason;
                 }
             }
-            Ok(()) = session.changed(), if !refreshing => {
+            // (also while refreshing: once the session's first answer comes, it takes over)
+            Ok(()) = session.changed() => {
                 if let Some(sent) = session.borrow().acked {
                     if sent >= answered {
                         acked = acked.max(sent);

@@ -94,12 +94,17 @@ impl Keys {
 
     /// Every bucket's names, in bucket order.
     pub fn buckets(&self) -> impl Iterator<Item = BucketKeys<'_>> {
-        (0..self.tags.len()).map(|b| BucketKeys {
+        (0..self.tags.len()).map(|b| self.bucket(b))
+    }
+
+    /// The keys of bucket `b` (`b` below [`BUCKETS`]).
+    pub fn bucket(&self, b: usize) -> BucketKeys<'_> {
+        BucketKeys {
             index: &self.indexes[b],
             sessions: &self.sessions[b],
             members: &self.members[b],
             prefix: format!("{}:", self.tags[b]),
-        })
+        }
     }
 
     /// Every bucket's lease index, for the sweepers.

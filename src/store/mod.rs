@@ -180,6 +180,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What the lease sweepers find due (see [`Store::due_elections`]).
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Elections with a candidate's lease due.
+    pub elections: Vec<ElectionName>,
+    /// Buckets with a session's end due.
+    pub sessions: Vec<usize>,
+}
+
 impl Store {
     /// Creates the pool; no connection is made until the first operation.
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
@@ -373,10 +382,10 @@ impl Store {
         self.lease_ttl_ms
     }
 
-    /// Elections with a lease due now on the Redis clock, at most `limit` per bucket: two
-    /// round trips (the time, then every bucket's index in one pipeline), whatever the number
-    /// of elections.
-    pub async fn due_elections(&self, limit: usize) -> Result<Vec<ElectionName>, StoreError> {
+    /// Elections with a lease due now on the Redis clock, at most `limit` per bucket, and the
+    /// buckets with a session end due: two round trips (the time, then every bucket's index in
+    /// one pipeline), whatever the number of elections.
+    pub async fn due_elections(&self, limit: usize) -> Result<Due, StoreError> {
         let indexes = self.keys.lease_indexes();
         let names: Vec<Vec<String>> = self
             .bounded(async {
@@ -416,11 +425,18 @@ impl Store {
                 Ok(pool::check(conn, r)?)
             })
             .await?;
-        Ok(names
-            .into_iter()
-            .flatten()
-            .map(ElectionName::from_stored)
-            .collect())
+        // a bucket's entry "" is its earliest session end (no election has that name)
+        let mut due = Due::default();
+        for (bucket, names) in names.into_iter().enumerate() {
+            for name in names {
+                if name.is_empty() {
+                    due.sessions.push(bucket);
+                } else {
+                    due.elections.push(ElectionName::from_stored(name));
+                }
+            }
+        }
+        Ok(due)
     }
 
     /// One round trip to check that Redis answers (health).

@@ -85,7 +85,7 @@ impl Scripts {
         let mut body = format!("local CLUSTER = {cluster}\n{PRELUDE}\n");
         for (op, file) in Function::ALL.map(Function::source) {
             body.push_str(&format!(
-                "redis.register_function('@NAME@_{op}', function(KEYS, ARGV)\nstart(KEYS, ARGV)\n{file}\nend)\n"
+                "redis.register_function('@NAME@_{op}', function(KEYS, ARGV)\nstart(KEYS, ARGV)\nend_sessions()\n{file}\nend)\n"
             ));
         }
         let name = format!("electiond_{:016x}", fnv1a(body.as_bytes()));
@@ -120,21 +120,6 @@ impl Scripts {
             Err(e) if is_missing(&e) => {
                 self.load(conn).await?;
                 cmd.query_async(conn).await
-            }
-            r => r,
-        }
-    }
-
-    /// [`Self::run`] for a pipeline of calls (from [`Self::call`]).
-    pub async fn run_all<T: FromRedisValue, C: ConnectionLike + Send>(
-        &self,
-        pipe: &redis::Pipeline,
-        conn: &mut C,
-    ) -> RedisResult<T> {
-        match pipe.query_async(conn).await {
-            Err(e) if is_missing(&e) => {
-                self.load(conn).await?;
-                pipe.query_async(conn).await
             }
             r => r,
         }

@@ -1,49 +1,70 @@
 //! Sessions: one KeepAlive keeps a client a candidate in every election it stands in.
 //!
 //! A client's elections are spread over the buckets; each bucket keeps its clients' sessions
-//! and memberships (`lua/prelude.lua`), so a KeepAlive is one function call per bucket
-//! (`lua/keepalive.lua`), whatever the number of elections, all sent in one round trip (per
-//! master on a Cluster).
+//! and memberships (`lua/prelude.lua`), so a KeepAlive is one function call
+//! (`lua/keepalive.lua`) on one Redis, and one per bucket on a Cluster (a call stays in one
+//! hash slot), all sent in one round trip per master, whatever the number of elections. The
+//! same function with no client is what the sweepers call on a bucket whose earliest session
+//! end is due; besides, every call on a bucket first ends the bucket's sessions that ran out.
 
 use super::decode::escape;
 use super::scripts::Function;
 use super::{cluster, pool, Backend, Store, StoreError};
 use crate::election::MemberId;
+use crate::metrics::Metrics;
 
 impl Store {
     /// Extends `client`'s session in every bucket, confirmed by `WAIT` when configured.
     /// Returns how many elections it stands in.
     pub async fn keep_alive(&self, client: &MemberId) -> Result<u64, StoreError> {
         let escaped = escape(client.as_str());
+        let all: Vec<usize> = (0..self.keys.lease_indexes().len()).collect();
+        self.on_buckets(&escaped, &all).await
+    }
+
+    /// Ends the sessions that ran out in `buckets` (and the candidacies they held): what the
+    /// sweepers run where a bucket's lease index says a session end is due.
+    pub async fn end_sessions(&self, buckets: &[usize]) -> Result<(), StoreError> {
+        self.on_buckets("", buckets).await.map(|_| ())
+    }
+
+    /// KeepAlive's function for `client` (escaped; "" for none) on each of `buckets`, sent
+    /// together, confirmed by `WAIT` when configured. Returns the elections it stands in.
+    async fn on_buckets(&self, client: &str, buckets: &[usize]) -> Result<u64, StoreError> {
         let scripts = &*self.scripts;
-        // every bucket's call, on a master of failover epoch `epoch`
-        let calls = |epoch: u64| {
-            let mut pipe = redis::pipe();
-            for b in self.keys.buckets() {
-                let mut call = scripts.call(Function::KeepAlive, &[b.index, b.sessions, b.members]);
-                call.arg("")
-                    .arg(self.lease_ttl_ms)
-                    .arg(0)
-                    .arg(&*escaped)
-                    .arg("")
-                    .arg(0)
-                    .arg(epoch)
-                    .arg(&b.prefix);
-                pipe.add_command(call);
+        // the call on `buckets`, on a master of failover epoch `epoch`
+        let call = |buckets: &[usize], epoch: u64| {
+            let buckets: Vec<_> = buckets.iter().map(|b| self.keys.bucket(*b)).collect();
+            let keys: Vec<&str> = buckets
+                .iter()
+                .flat_map(|b| [b.index, b.sessions, b.members])
+                .collect();
+            let mut call = scripts.call(Function::KeepAlive, &keys);
+            call.arg("")
+                .arg(self.lease_ttl_ms)
+                .arg(0)
+                .arg(client)
+                .arg("")
+                .arg(0)
+                .arg(epoch);
+            for b in &buckets {
+                call.arg(&b.prefix);
             }
-            pipe
+            call
         };
-        let (counts, acked): (Vec<u64>, Option<u64>) = self
+        let (counts, acked): (Vec<(u64, u64)>, Option<u64>) = self
             .bounded(async {
                 let pool = match &self.backend {
                     Backend::Pooled { pool, .. } => pool,
                     Backend::Cluster(c) => {
-                        let pipe = calls(0);
+                        // a call stays in one hash slot: one per bucket; the connection sends
+                        // each node's together
+                        let calls: Vec<redis::Cmd> =
+                            buckets.iter().map(|b| call(&[*b], 0)).collect();
                         let r = Box::pin(cluster::call(c, |conn| async move {
-                            // one call per bucket; the connection sends each node's together
-                            let runs = pipe.cmd_iter().map(|cmd| {
+                            let runs = calls.iter().map(|cmd| {
                                 let mut conn = conn.clone();
-                                async move { scripts.run::<u64, _>(cmd, &mut conn).await }
+                                async move { scripts.run::<(u64, u64), _>(cmd, &mut conn).await }
                             });
                             let counts = futures::future::try_join_all(runs).await?;
                             if self.wait_replicas == 0 {
@@ -72,13 +93,13 @@ impl Store {
                 let mut retries = self.pool_size;
                 loop {
                     let mut conn = Box::pin(pool.get()).await?;
-                    let pipe = calls(conn.epoch);
-                    let r = match Box::pin(scripts.run_all::<Vec<u64>, _>(&pipe, &mut *conn)).await
-                    {
+                    // one Redis: all buckets in one call
+                    let call = call(buckets, conn.epoch);
+                    let r = match Box::pin(scripts.run::<(u64, u64), _>(&call, &mut *conn)).await {
                         Ok(counts) if self.wait_replicas > 0 => Box::pin(self.wait(&mut conn))
                             .await
-                            .map(|acked| (counts, Some(acked))),
-                        r => r.map(|counts| (counts, None)),
+                            .map(|acked| (vec![counts], Some(acked))),
+                        r => r.map(|counts| (vec![counts], None)),
                     };
                     match pool::check(conn, r) {
                         Err(e) if retries > 0 && pool::breaks_connection(&e) => retries -= 1,
@@ -93,6 +114,10 @@ impl Store {
                 want: self.wait_replicas,
             });
         }
-        Ok(counts.iter().sum())
+        let expired = counts.iter().map(|(_, e)| e).sum();
+        if expired > 0 {
+            Metrics::add(&self.metrics.lease_expiries, expired);
+        }
+        Ok(counts.iter().map(|(n, _)| n).sum())
     }
 }

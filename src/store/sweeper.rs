@@ -2,7 +2,8 @@
 //!
 //! Every replica runs one. Each poll reads the elections whose earliest lease expiry is due
 //! from the buckets' lease indexes (kept exact by the scripts themselves), then runs the
-//! ordinary expiry on each, one script per election. Running on every replica at once is safe:
+//! ordinary expiry on each, one script per election; and ends the sessions that ran out in the
+//! buckets whose index says one did, one script per bucket, all sent together. Running on every replica at once is safe:
 //! the scripts serialize in Redis, and a replica that comes second finds nothing due.
 
 use std::time::Duration;
@@ -52,7 +53,12 @@ pub async fn sweep(store: Store, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        futures::stream::iter(due)
+        if !due.sessions.is_empty() {
+            if let Err(e) = store.end_sessions(&due.sessions).await {
+                tracing::warn!(error = %e, "ending sessions that ran out failed");
+            }
+        }
+        futures::stream::iter(due.elections)
             .for_each_concurrent(CONCURRENCY, |name| {
                 let store = store.clone();
                 async move {

@@ -104,13 +104,9 @@ pub(crate) async fn sentinel_cmd<T: redis::FromRedisValue>(
     cmd.query_async(&mut c).await
 }
 
-#[tokio::test]
-async fn a_failover_under_load_loses_no_acknowledged_change() {
-    let primary = RedisServer::start().await;
-    let replica_redis = RedisServer::start_replica_of(&primary).await;
-    let (_sentinels, ports, dir) = sentinels(&primary).await;
-    // every sentinel knows the replica, so a failover has somewhere to go
-    for &p in &ports {
+/// Waits until every Sentinel knows the one replica, so that a failover has somewhere to go.
+pub async fn every_sentinel_knows_the_replica(ports: &[u16]) {
+    for &p in ports {
         wait_for(|| async move {
             sentinel_cmd::<Vec<redis::Value>>(p, &["REPLICAS", "elect"])
                 .await
@@ -118,6 +114,14 @@ async fn a_failover_under_load_loses_no_acknowledged_change() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn a_failover_under_load_loses_no_acknowledged_change() {
+    let primary = RedisServer::start().await;
+    let replica_redis = RedisServer::start_replica_of(&primary).await;
+    let (_sentinels, ports, dir) = sentinels(&primary).await;
+    every_sentinel_knows_the_replica(&ports).await;
 
     let mut s = sentinel_settings(&prefix("sentinel"), &ports, "redis", "");
     s.redis_wait_replicas = 1;

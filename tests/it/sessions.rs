@@ -323,16 +323,25 @@ fn with_sessions(s: &mut Settings) {
     s.lease_ttl_ms = TTL_MS;
 }
 
+/// Two replicas on one store, each with the settings `make` gives.
+async fn two_replicas(make: impl Fn() -> Settings) -> Vec<Replica> {
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(Replica::start(make()).await);
+    }
+    replicas
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_a_client_in_500_elections_and_ends_with_it() {
     let redis = RedisServer::start().await;
     let p = prefix("sessions");
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
+    let replicas = two_replicas(|| {
         let mut s = settings(&redis, &p);
         with_sessions(&mut s);
-        replicas.push(Replica::start(s).await);
-    }
+        s
+    })
+    .await;
     a_session_keeps_every_election_then_ends_them_all(
         replicas[0].addr,
         replicas[1].addr,
@@ -348,12 +357,12 @@ async fn a_session_keeps_a_client_in_500_elections_and_ends_with_it() {
 async fn a_frozen_client_loses_every_election_within_ttl_and_a_second() {
     let redis = RedisServer::start().await;
     let p = prefix("sessions-frozen");
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
+    let replicas = two_replicas(|| {
         let mut s = settings(&redis, &p);
         with_sessions(&mut s);
-        replicas.push(Replica::start(s).await);
-    }
+        s
+    })
+    .await;
     a_session_keeps_every_election_then_ends_them_all(
         replicas[0].addr,
         replicas[1].addr,
@@ -369,13 +378,13 @@ async fn a_frozen_client_loses_every_election_within_ttl_and_a_second() {
 async fn on_a_cluster_a_session_keeps_elections_on_every_master() {
     let cluster = RedisCluster::start(3).await;
     let p = prefix("sessions-cluster");
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
+    let replicas = two_replicas(|| {
         let mut s = cluster_settings(&cluster, &p);
         with_sessions(&mut s);
         s.redis_timeout_ms = 1000;
-        replicas.push(Replica::start(s).await);
-    }
+        s
+    })
+    .await;
     a_session_keeps_every_election_then_ends_them_all(
         replicas[0].addr,
         replicas[1].addr,
@@ -414,21 +423,52 @@ async fn a_client_that_stands_nowhere_is_told_so_and_leaves_nothing_behind() {
             .1,
         1
     );
-    e.withdraw().await.expect("withdraw");
     let mut conn = redis.connection().await;
-    for key in redis::cmd("KEYS")
-        .arg(format!("{p}:*:sessions"))
-        .query_async::<Vec<String>>(&mut conn)
-        .await
-        .expect("keys")
-    {
-        let held: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut conn)
+    // (the sessions of each bucket, and the buckets whose lease index names a session end)
+    let mut sessions = async || {
+        let mut held = Vec::new();
+        for key in redis::cmd("KEYS")
+            .arg(format!("{p}:*:sessions"))
+            .query_async::<Vec<String>>(&mut conn)
             .await
-            .expect("hgetall");
-        assert!(held.is_empty(), "{key}: {held:?}");
-    }
+            .expect("keys")
+        {
+            let clients: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .expect("zrange");
+            held.push((key, clients));
+        }
+        let mut indexed = Vec::new();
+        for key in redis::cmd("KEYS")
+            .arg(format!("{p}:*:lease-index"))
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .expect("keys")
+        {
+            let end: Option<f64> = redis::cmd("ZSCORE")
+                .arg(&key)
+                .arg("")
+                .query_async(&mut conn)
+                .await
+                .expect("zscore");
+            if end.is_some() {
+                indexed.push(key);
+            }
+        }
+        (held, indexed)
+    };
+    let (held, indexed) = sessions().await;
+    assert_eq!(held.len(), 1, "one bucket's session: {held:?}");
+    assert_eq!(held[0].1, vec!["somebody".to_owned()]);
+    assert_eq!(indexed.len(), 1, "its end is in that bucket's index");
+    e.withdraw().await.expect("withdraw");
+    let (held, indexed) = sessions().await;
+    assert!(held.is_empty(), "sessions left: {held:?}");
+    assert!(indexed.is_empty(), "session ends left in {indexed:?}");
     assert_eq!(
         e.acting_as("", "somebody")
             .keep_alive()
@@ -481,18 +521,13 @@ async fn a_lapsed_session_does_not_bring_back_what_ran_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_live_on_across_a_sentinel_failover() {
-    use crate::sentinel::{sentinel_cmd, sentinel_settings, sentinels};
+    use crate::sentinel::{
+        every_sentinel_knows_the_replica, sentinel_cmd, sentinel_settings, sentinels,
+    };
     let primary = RedisServer::start().await;
     let replica_redis = RedisServer::start_replica_of(&primary).await;
     let (_sentinels, ports, dir) = sentinels(&primary).await;
-    for &p in &ports {
-        wait_for(|| async move {
-            sentinel_cmd::<Vec<redis::Value>>(p, &["REPLICAS", "elect"])
-                .await
-                .is_ok_and(|r| r.len() == 1)
-        })
-        .await;
-    }
+    every_sentinel_knows_the_replica(&ports).await;
     // the replica in sync first (its first sync waits a few seconds), or the failover below
     // would promote a replica without the elections
     wait_for(|| async {
@@ -505,14 +540,14 @@ async fn sessions_live_on_across_a_sentinel_failover() {
     })
     .await;
     let p = prefix("sessions-sentinel");
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
+    let replicas = two_replicas(|| {
         let mut s = sentinel_settings(&p, &ports, "redis", "");
         // long enough for the sessions to outlast the failover's unavailability
         s.lease_ttl_ms = 6000;
         s.redis_timeout_ms = 1000;
-        replicas.push(Replica::start(s).await);
-    }
+        s
+    })
+    .await;
     // the sessions (and everything else) move to the promoted replica with the data
     let failover = async {
         let _: String = sentinel_cmd(ports[0], &["FAILOVER", "elect"])
@@ -574,8 +609,32 @@ async fn a_client_crate_worker_in_many_elections_keeps_them_with_one_loop_and_st
             .expect("standby enters");
         leaderships.push((name, l));
     }
+    // a second worker waits to lead every election, behind the standby: waiting, too, is
+    // kept by its session alone
+    let waiter = Crate::builder([format!("http://{}", a.addr)])
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client");
+    let waiting: Vec<_> = leaderships
+        .iter()
+        .map(|(name, _)| {
+            let (waiter, name) = (waiter.clone(), name.clone());
+            tokio::spawn(async move { waiter.campaign(&name, "waiting").await })
+        })
+        .collect();
+    for (name, _) in &leaderships {
+        wait_for(|| async {
+            Client::connect(b.addr, name, "")
+                .await
+                .get_term()
+                .await
+                .is_ok_and(|t| t.candidates == ["worker", "standby", "waiting"])
+        })
+        .await;
+    }
 
-    // three TTLs: every leadership holds, by one KeepAlive loop, no GetTerm per election
+    // three TTLs: every leadership holds, and every waiting campaign stays, by one KeepAlive
+    // loop per worker, with no GetTerm per election
     wait_for_port(metrics_port).await;
     let calls = |text: &str, method: &str| {
         value(
@@ -594,10 +653,11 @@ async fn a_client_crate_worker_in_many_elections_keeps_them_with_one_loop_and_st
     let refreshes = calls(&after, "GetTerm") - calls(&before, "GetTerm");
     eprintln!("over three TTLs: {keep_alives} KeepAlive, {refreshes} GetTerm");
     assert!(
-        (6.0..=20.0).contains(&keep_alives),
-        "one loop's KeepAlives: {keep_alives}"
+        (12.0..=40.0).contains(&keep_alives),
+        "two loops' KeepAlives: {keep_alives}"
     );
     assert_eq!(refreshes, 0.0, "no election refreshed on its own");
+    assert!(waiting.iter().all(|w| !w.is_finished()), "all still wait");
 
     // A goes away: the worker's KeepAlives fail; each leadership ends on its own deadline,
     // before the service (watched through B) hands the election to the standby
@@ -629,4 +689,138 @@ async fn a_client_crate_worker_in_many_elections_keeps_them_with_one_loop_and_st
     }
     stop.store(true, Ordering::Relaxed);
     standby.await.expect("keep-alive task");
+    for w in waiting {
+        w.abort();
+    }
+}
+
+/// The service's store on `redis`, with no replica and so no sweeper: what changes, a call
+/// changed.
+fn bare_store(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> electiond::store::Store {
+    use electiond::store::{Source, Store, StoreConfig};
+    Store::new(&StoreConfig {
+        source: Source::Url(redis.url()),
+        ca_cert: None,
+        key_prefix: prefix.to_owned(),
+        pool_size: 4,
+        timeout: Duration::from_secs(2),
+        lease_ttl_ms: ttl_ms,
+        max_candidates: 1000,
+        max_term_bytes: 1 << 20,
+        wait_replicas: 0,
+        metrics: Default::default(),
+    })
+    .expect("store")
+}
+
+#[tokio::test]
+async fn with_no_sweeper_every_call_ends_what_ran_out_first() {
+    use electiond::election::{ElectionName, Limits, MemberId};
+    use electiond::store::Op;
+    const TTL: u64 = 400;
+    let limits = Limits {
+        max_name_bytes: 100,
+        max_id_bytes: 100,
+        max_candidates: 1000,
+        max_term_bytes: 1 << 20,
+    };
+    let redis = RedisServer::start().await;
+    let store = bare_store(&redis, &prefix("sessions-bare"), TTL);
+    let worker = MemberId::parse("worker", "client id", &limits).expect("id");
+    let names: Vec<ElectionName> = (0..40)
+        .map(|i| ElectionName::parse(&format!("bare-{i}"), &limits).expect("name"))
+        .collect();
+    let candidates = async |names: &[ElectionName]| {
+        let mut n = 0;
+        for e in names {
+            n += store
+                .apply(e, None, Op::GetTerm)
+                .await
+                .expect("read")
+                .candidates
+                .len();
+        }
+        n
+    };
+
+    // candidacies whose own lease ran out before the client's first KeepAlive: the new
+    // session does not take them up; they are gone, whatever is read first
+    for e in &names {
+        store
+            .apply(e, Some(&worker), Op::Enter)
+            .await
+            .expect("enter");
+    }
+    tokio::time::sleep(Duration::from_millis(TTL + 100)).await;
+    assert_eq!(store.keep_alive(&worker).await.expect("KeepAlive"), 0);
+    assert_eq!(
+        candidates(&names).await,
+        0,
+        "a session brought candidacies back"
+    );
+
+    // held by the session alone for three TTLs, then the session runs out: the first call on
+    // each bucket ends it, so no read shows the worker
+    for e in &names {
+        store
+            .apply(e, Some(&worker), Op::Enter)
+            .await
+            .expect("enter");
+    }
+    for _ in 0..9 {
+        assert_eq!(store.keep_alive(&worker).await.expect("KeepAlive"), 40);
+        tokio::time::sleep(Duration::from_millis(TTL / 3)).await;
+    }
+    assert_eq!(
+        candidates(&names).await,
+        40,
+        "the session held every candidacy"
+    );
+    tokio::time::sleep(Duration::from_millis(TTL + 50)).await;
+    assert_eq!(
+        candidates(&names).await,
+        0,
+        "a read showed a candidacy its session ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nobody_calling_the_sweepers_end_a_session_in_time() {
+    // the worker alone stands in its elections; once its KeepAlives stop nobody calls at all,
+    // and the sweepers, through the session ends in the lease indexes, end every candidacy
+    let redis = RedisServer::start().await;
+    let mut s = settings(&redis, &prefix("sessions-swept"));
+    with_sessions(&mut s);
+    let replica = Replica::start(s).await;
+    let via = replica.client("", "").await;
+    let names: Vec<String> = (0..50).map(|i| format!("alone-{i}")).collect();
+    let mut worker = via.acting_as("", "worker");
+    for e in &names {
+        via.acting_as(e, "worker").enter().await.expect("enter");
+    }
+    let mut watches = Vec::new();
+    for e in &names {
+        watches.push(via.acting_as(e, "").watch().await.expect("watch"));
+    }
+    let mut last_ack = Instant::now();
+    for _ in 0..9 {
+        last_ack = Instant::now();
+        assert_eq!(worker.keep_alive().await.expect("KeepAlive").1, 50);
+        tokio::time::sleep(Duration::from_millis(TTL_MS / 3)).await;
+    }
+    let deadline = last_ack + Duration::from_millis(TTL_MS + 1000);
+    for (e, mut w) in names.iter().zip(watches) {
+        let t = w.next().await;
+        let at = Instant::now();
+        assert!(t.candidates.is_empty(), "{e}: {t:?}");
+        assert!(
+            at <= deadline,
+            "{e} emptied {:?} after TTL + 1 s",
+            at - deadline
+        );
+        assert!(
+            at >= last_ack + Duration::from_millis(TTL_MS),
+            "{e} emptied before the lease ended"
+        );
+    }
 }

@@ -148,7 +148,28 @@ impl PerCall {
     }
 }
 
+/// CPU a second over a stretch of time, in cores (1.0: one core all the time).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cores {
+    /// All replicas together.
+    pub replicas: f64,
+    /// The Redis process.
+    pub redis: Option<f64>,
+}
+
 impl Sample {
+    /// What each part used between `self` and `later`, `elapsed` apart.
+    pub fn cores(&self, later: &Sample, elapsed: std::time::Duration) -> Cores {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Cores {
+            replicas: (later.replicas_s - self.replicas_s).max(0.0) / secs,
+            redis: self
+                .redis_s
+                .zip(later.redis_s)
+                .map(|(a, b)| (b - a).max(0.0) / secs),
+        }
+    }
+
     /// What happened between `self` and `later`, per call, over `calls` calls.
     pub fn per_call(&self, later: &Sample, calls: u64) -> Option<PerCall> {
         if calls == 0 {

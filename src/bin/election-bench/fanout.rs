@@ -36,21 +36,12 @@ pub(crate) async fn fan_out(
             .map(|i| {
                 let r = i / per_replica;
                 let chans = &channels[r];
-                let mut c = Grpc::new(
+                let c = Grpc::new(
                     chans[(i % per_replica) / STREAMS_PER_CONNECTION % chans.len()].clone(),
                 );
                 let bar = bar.clone();
                 async move {
-                    let req = epb::EventsRequest {
-                        header: header(name, ""),
-                        input: Some(epb::EventsInput {}),
-                    };
-                    let mut s = c
-                        .events(signed(req))
-                        .await
-                        .map_err(|s| s.to_string())?
-                        .into_inner();
-                    s.message().await.map_err(|s| s.to_string())?; // handshake
+                    let s = watch(c, name).await?;
                     bar.inc(1);
                     Ok(s)
                 }

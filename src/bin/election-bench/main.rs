@@ -13,6 +13,7 @@ mod fanout;
 mod load;
 mod procs;
 mod report;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,14 +64,25 @@ struct Args {
     changes: usize,
     /// Scenarios to run, comma-separated: writes, reads, contention, big (one election of
     /// 10,000 candidates), etcd (writes and reads through etcd's election API beside the same
-    /// through electiond, when `etcd` is on PATH), fanout, and masters (the writes again, on a
-    /// Redis Cluster of one master and then of three, one replica).
+    /// through electiond, when `etcd` is on PATH), fanout, masters (the writes again, on a
+    /// Redis Cluster of one master and then of three, one replica), and sessions (workers in
+    /// many elections kept alive by per-election calls, then by sessions; on a Redis and two
+    /// replicas of its own).
     #[arg(
         long,
-        default_value = "writes,reads,contention,big,etcd,fanout,masters",
+        default_value = "writes,reads,contention,big,etcd,fanout,masters,sessions",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
+    /// Sessions scenario: workers, each a candidate in every election.
+    #[arg(long, default_value_t = 50)]
+    session_workers: usize,
+    /// Sessions scenario: elections.
+    #[arg(long, default_value_t = 2000)]
+    session_elections: usize,
+    /// Sessions scenario: the replicas' lease TTL, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    session_ttl_ms: u64,
     /// Use this Redis instead of starting one (the baseline runs against it too).
     #[arg(long)]
     redis_url: Option<String>,
@@ -267,6 +279,9 @@ async fn run(args: Args) -> Result<Report, String> {
                 .push(cluster_writes(&args, masters, duration).await?);
         }
     }
+    if want("sessions") {
+        report.sessions = Some(sessions::sessions(&args).await?);
+    }
     report.replicas = replica_figures(&redis_url, &pids).await;
     Ok(report)
 }
@@ -420,6 +435,24 @@ fn header(election: &str, client: &str) -> Option<pb::RequestHeader> {
         request_id: 0,
         request_type: 0,
     })
+}
+
+/// An Events stream on `election`, its handshake received: every change from now on reaches it.
+async fn watch(
+    mut c: Grpc<Channel>,
+    election: &str,
+) -> Result<tonic::Streaming<epb::EventsResponse>, String> {
+    let req = epb::EventsRequest {
+        header: header(election, ""),
+        input: Some(epb::EventsInput {}),
+    };
+    let mut s = c
+        .events(signed(req))
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    s.message().await.map_err(|s| s.to_string())?; // the handshake
+    Ok(s)
 }
 
 /// Each replica's memory and Redis connections at the end of the run.

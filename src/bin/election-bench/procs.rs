@@ -171,14 +171,23 @@ pub async fn start_replica(
     redis: RedisVar<'_>,
     prefix: &str,
 ) -> Result<(Proc, SocketAddr), String> {
+    start_replica_with(bin, &[redis], prefix).await
+}
+
+/// [`start_replica`] with more settings: `env` names the Redis and may set anything else.
+pub async fn start_replica_with(
+    bin: &Path,
+    env: &[(&str, &str)],
+    prefix: &str,
+) -> Result<(Proc, SocketAddr), String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new(bin)
         .env("ELECTION_LISTEN_ADDR", addr.to_string())
-        .env(redis.0, redis.1)
         .env("ELECTION_KEY_PREFIX", prefix)
         .env("ELECTION_LOG_LEVEL", "warn")
         .env("ELECTION_METRICS_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

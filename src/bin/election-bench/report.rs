@@ -134,6 +134,7 @@ pub struct Report {
     pub loads: Vec<Load>,
     pub etcd: Option<Comparison>,
     pub fanout: Option<FanOut>,
+    pub sessions: Option<super::sessions::Sessions>,
     pub replicas: Vec<Replica>,
 }
 
@@ -155,6 +156,7 @@ impl Report {
             loads: Vec::new(),
             etcd: None,
             fanout: None,
+            sessions: None,
             replicas: Vec::new(),
         }
     }
@@ -281,6 +283,9 @@ impl Report {
                     c.replicas_us, c.bench_us
                 );
             }
+        }
+        if let Some(s) = &self.sessions {
+            out.push_str(&s.table());
         }
         if !self.replicas.is_empty() {
             let _ = writeln!(out, "\nreplicas at the end:");
