@@ -16,6 +16,14 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
             "3",
             "--json",
         ])
+        .args([
+            "--session-workers",
+            "4",
+            "--session-elections",
+            "30",
+            "--session-ttl-ms",
+            "1500",
+        ])
         .args(["--electiond", env!("CARGO_BIN_EXE_electiond")])
         .output()
         .expect("election-bench starts");
@@ -77,6 +85,20 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
             assert_eq!(etcd[side]["calls"]["failed"].as_u64(), Some(0), "{etcd}");
         }
     }
+    // sessions: both ways keep every candidacy; the dead leader's elections each change once,
+    // none before its lease ended
+    let sessions = &report["sessions"];
+    let keeping = sessions["keeping"].as_array().expect("ways of keeping");
+    assert_eq!(keeping.len(), 2, "{sessions}");
+    for k in keeping {
+        assert_eq!(k["candidacies_left"].as_u64(), Some(4 * 30), "{sessions}");
+        assert!(k["calls_per_s"].as_f64() > Some(0.0), "{sessions}");
+    }
+    let dead = &sessions["dead"];
+    assert_eq!(dead["new_leader_ms"]["count"].as_u64(), Some(30), "{dead}");
+    assert_eq!(dead["new_leader_ms"]["failed"].as_u64(), Some(0), "{dead}");
+    assert_eq!(dead["not_one_event"].as_u64(), Some(0), "{dead}");
+    assert_eq!(dead["before_lease_end"].as_u64(), Some(0), "{dead}");
     let fan = &report["fanout"];
     assert_eq!(fan["delivery"]["count"].as_u64(), Some(40 * 3), "{fan}");
     assert_eq!(fan["delivery"]["failed"].as_u64(), Some(0), "{fan}");
