@@ -390,7 +390,9 @@ local function expire()
   -- that ends is taken away in the next call on the bucket, before anything else, and a new
   -- one starts only after its client's candidacies that ran out meanwhile were removed (see
   -- keepalive.lua).
-  local dead, kept = {}, {}
+  -- Its membership is noted again as it is held: a candidacy entered by a build before
+  -- sessions has none, and the session's end must find every candidacy it holds.
+  local dead, kept, members = {}, {}, {}
   for i = 1, #due, 1000 do
     local batch = { unpack(due, i, math.min(i + 999, #due)) }
     local ends = redis.call('ZMSCORE', sessions_key, unpack(batch))
@@ -399,6 +401,8 @@ local function expire()
       if ends_at and tonumber(ends_at) > now_ms then
         kept[#kept + 1] = HELD_ARG
         kept[#kept + 1] = c
+        members[#members + 1] = '0'
+        members[#members + 1] = c .. '\n' .. election
       else
         dead[#dead + 1] = c
       end
@@ -406,6 +410,7 @@ local function expire()
   end
   for i = 1, #kept, 1000 do
     redis.call('ZADD', lease_key, unpack(kept, i, math.min(i + 999, #kept)))
+    redis.call('ZADD', members_key, unpack(members, i, math.min(i + 999, #members)))
   end
   if #dead == 0 then
     return

@@ -520,6 +520,69 @@ async fn a_lapsed_session_does_not_bring_back_what_ran_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidacy_from_before_sessions_is_held_and_ends_with_the_session() {
+    // a candidacy entered by a build without sessions has no membership; once its client's
+    // session holds it, the session's end must still end it, or it would lead forever
+    let redis = RedisServer::start().await;
+    let p = prefix("sessions-older");
+    let mut s = settings(&redis, &p);
+    with_sessions(&mut s);
+    let replica = Replica::start(s).await;
+    let via = replica.client("", "").await;
+    elections(&via, "older", 300, "worker", "standby").await;
+    // one election whose bucket holds others of the worker (so a session runs there) loses
+    // its membership, as if entered before sessions
+    let mut conn = redis.connection().await;
+    let mut older = None;
+    for key in redis::cmd("KEYS")
+        .arg(format!("{p}:*:members"))
+        .query_async::<Vec<String>>(&mut conn)
+        .await
+        .expect("keys")
+    {
+        let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(&key)
+            .arg("[worker\n")
+            .arg("(worker\x0b")
+            .query_async(&mut conn)
+            .await
+            .expect("members");
+        if members.len() >= 2 {
+            let _: i64 = redis::cmd("ZREM")
+                .arg(&key)
+                .arg(&members[0])
+                .query_async(&mut conn)
+                .await
+                .expect("zrem");
+            older = Some(members[0]["worker\n".len()..].to_owned());
+            break;
+        }
+    }
+    let older = older.expect("a bucket with two of the worker's elections");
+    let stop_worker = Arc::new(AtomicBool::new(false));
+    let stop_standby = Arc::new(AtomicBool::new(false));
+    let worker = keep_alive_loop(via.acting_as("", "worker"), TTL_MS, stop_worker.clone());
+    let standby = keep_alive_loop(via.acting_as("", "standby"), TTL_MS, stop_standby.clone());
+    // two TTLs: its own lease ran out long ago; the session holds it
+    tokio::time::sleep(Duration::from_millis(2 * TTL_MS)).await;
+    let t = via.acting_as(&older, "").get_term().await.expect("read");
+    assert_eq!(t.leader, "worker", "held by the session");
+    // the worker stops: it goes from this election too, within TTL + 1 s
+    stop_worker.store(true, Ordering::Relaxed);
+    let last = worker
+        .await
+        .expect("keep-alive task")
+        .last()
+        .expect("acked")
+        .0;
+    tokio::time::sleep_until((last + Duration::from_millis(TTL_MS + 1000)).into()).await;
+    let t = via.acting_as(&older, "").get_term().await.expect("read");
+    assert_eq!(t.leader, "standby", "{older}: ended with the session");
+    stop_standby.store(true, Ordering::Relaxed);
+    standby.await.expect("keep-alive task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_live_on_across_a_sentinel_failover() {
     use crate::sentinel::{
         every_sentinel_knows_the_replica, sentinel_cmd, sentinel_settings, sentinels,
