@@ -643,7 +643,10 @@ local function end_candidacies(c, prefix)
   for _, m in ipairs(redis.call('ZRANGEBYLEX', members_key, lo, hi)) do
     open(prefix, string.sub(m, #c + 2))
     local s = tonumber(redis.call('ZSCORE', lease_key, c))
-    if s and (s >= HELD or (s > 0 and s <= now_ms)) then
+    if not s then
+      -- a membership that outlived its candidacy (one an older build removed): gone with it
+      redis.call('ZREM', members_key, m)
+    elseif s >= HELD or (s > 0 and s <= now_ms) then
       begin()
       -- expiry takes one whose lease ran out; one held by its session is taken here
       if is_candidate(c) then

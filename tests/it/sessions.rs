@@ -522,7 +522,8 @@ async fn a_lapsed_session_does_not_bring_back_what_ran_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidacy_from_before_sessions_is_held_and_ends_with_the_session() {
     // a candidacy entered by a build without sessions has no membership; once its client's
-    // session holds it, the session's end must still end it, or it would lead forever
+    // session holds it, the session's end must still end it, or it would lead forever. And a
+    // membership left by a candidacy an older build removed goes with the session
     let redis = RedisServer::start().await;
     let p = prefix("sessions-older");
     let mut s = settings(&redis, &p);
@@ -555,6 +556,14 @@ async fn a_candidacy_from_before_sessions_is_held_and_ends_with_the_session() {
                 .await
                 .expect("zrem");
             older = Some(members[0]["worker\n".len()..].to_owned());
+            // and a membership that outlived its candidacy, as one an older build removed
+            let _: i64 = redis::cmd("ZADD")
+                .arg(&key)
+                .arg(0)
+                .arg("worker\nno-longer-there")
+                .query_async(&mut conn)
+                .await
+                .expect("zadd");
             break;
         }
     }
@@ -578,6 +587,13 @@ async fn a_candidacy_from_before_sessions_is_held_and_ends_with_the_session() {
     tokio::time::sleep_until((last + Duration::from_millis(TTL_MS + 1000)).into()).await;
     let t = via.acting_as(&older, "").get_term().await.expect("read");
     assert_eq!(t.leader, "standby", "{older}: ended with the session");
+    // it stands nowhere now, and is told so
+    let (_, n) = via
+        .acting_as("", "worker")
+        .keep_alive()
+        .await
+        .expect("KeepAlive");
+    assert_eq!(n, 0, "no election left, none made up");
     stop_standby.store(true, Ordering::Relaxed);
     standby.await.expect("keep-alive task");
 }
