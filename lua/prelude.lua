@@ -89,9 +89,6 @@ local changed, expired
 -- Candidates this call removed from other elections of the bucket, whose sessions ended
 -- (`end_sessions`, keepalive.lua): counted with `expired` in the reply.
 local swept
--- The client whose session in the bucket ends first, as `end_sessions` or `index_sessions`
--- last saw it (false: none); valid only for the bucket they ran on.
-local first_session
 -- The lease index is kept exact without reading the whole member set: the two earliest leases
 -- as they were before this call, and what the changes so far did to the earliest. One change
 -- is worked out from those two; a second one reads the earliest again at the end.
@@ -149,7 +146,6 @@ end
 -- Keeps the lease index's entry for the bucket's sessions: their earliest end, or none.
 local function index_sessions()
   local first = redis.call('ZRANGE', sessions_key, '0', '0', 'WITHSCORES')
-  first_session = first[1] or false
   if first[1] then
     redis.call('ZADD', index_key, first[2], '')
   else
@@ -668,7 +664,6 @@ local function end_sessions()
     return
   end
   local first = redis.call('ZRANGE', sessions_key, '0', '0', 'WITHSCORES')
-  first_session = first[1] or false
   if not first[2] or tonumber(first[2]) > now_ms then
     return
   end

@@ -23,9 +23,14 @@ impl Store {
     }
 
     /// Ends the sessions that ran out in `buckets` (and the candidacies they held): what the
-    /// sweepers run where a bucket's lease index says a session end is due.
+    /// sweepers run where a bucket's lease index says a session end is due. One call per
+    /// bucket, sent together (the pool bounds how many run at once): a client gone from
+    /// thousands of elections is thousands of changes, and one call would hold Redis for all
+    /// of them at once.
     pub async fn end_sessions(&self, buckets: &[usize]) -> Result<(), StoreError> {
-        self.on_buckets("", buckets).await.map(|_| ())
+        let each: Vec<[usize; 1]> = buckets.iter().map(|b| [*b]).collect();
+        futures::future::try_join_all(each.iter().map(|b| self.on_buckets("", b))).await?;
+        Ok(())
     }
 
     /// KeepAlive's function for `client` (escaped; "" for none) on each of `buckets`, sent
