@@ -24,33 +24,20 @@ pub(crate) async fn fan_out(
     grpc_enter_withdraw(&mut driver, name, "a", true).await?;
     grpc_enter_withdraw(&mut driver, name, "b", true).await?;
 
-    let bar = progress("fan-out: opening streams", args.streams as u64);
     let per_replica = args.streams.div_ceil(addrs.len());
     let mut channels = Vec::new();
     for (r, addr) in addrs.iter().enumerate() {
         let n = per_replica.min(args.streams.saturating_sub(r * per_replica));
         channels.push(connect(*addr, n.div_ceil(STREAMS_PER_CONNECTION).max(1)).await?);
     }
-    let opened: Vec<Result<tonic::Streaming<epb::EventsResponse>, String>> =
-        futures::stream::iter(0..args.streams)
-            .map(|i| {
-                let r = i / per_replica;
-                let chans = &channels[r];
-                let c = Grpc::new(
-                    chans[(i % per_replica) / STREAMS_PER_CONNECTION % chans.len()].clone(),
-                );
-                let bar = bar.clone();
-                async move {
-                    let s = watch(c, name).await?;
-                    bar.inc(1);
-                    Ok(s)
-                }
-            })
-            .buffer_unordered(256)
-            .collect()
-            .await;
-    bar.finish_and_clear();
-    let streams: Vec<_> = opened.into_iter().collect::<Result<_, _>>()?;
+    let targets = (0..args.streams)
+        .map(|i| {
+            let chans = &channels[i / per_replica];
+            let c = chans[(i % per_replica) / STREAMS_PER_CONNECTION % chans.len()].clone();
+            (c, name.to_owned())
+        })
+        .collect();
+    let streams = watch_all("fan-out: opening streams", targets).await?;
     // let allocations settle before reading memory
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after: Vec<u64> = pids

@@ -455,6 +455,29 @@ async fn watch(
     Ok(s)
 }
 
+/// An Events stream on each (channel, election) of `targets`, in their order, 256 opened at a
+/// time, with a progress bar named `label`.
+async fn watch_all(
+    label: &str,
+    targets: Vec<(Channel, String)>,
+) -> Result<Vec<tonic::Streaming<epb::EventsResponse>>, String> {
+    let bar = progress(label, targets.len() as u64);
+    let opened: Vec<Result<_, String>> = futures::stream::iter(targets)
+        .map(|(channel, election)| {
+            let bar = bar.clone();
+            async move {
+                let s = watch(Grpc::new(channel), &election).await?;
+                bar.inc(1);
+                Ok(s)
+            }
+        })
+        .buffered(256)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    opened.into_iter().collect()
+}
+
 /// Each replica's memory and Redis connections at the end of the run.
 async fn replica_figures(redis_url: &str, pids: &[u32]) -> Vec<Replica> {
     let conns = procs::redis_connections(redis_url, pids).await;

@@ -406,23 +406,10 @@ async fn leader_stops(
     elections: usize,
     ttl: Duration,
 ) -> Result<DeadClient, String> {
-    let bar = progress("sessions: watching every election", elections as u64);
-    let opened: Vec<Result<tonic::Streaming<epb::EventsResponse>, String>> =
-        futures::stream::iter(0..elections)
-            .map(|e| {
-                let c = Grpc::new(channels[e % channels.len()].clone());
-                let bar = bar.clone();
-                async move {
-                    let s = watch(c, &election_name(e)).await?;
-                    bar.inc(1);
-                    Ok(s)
-                }
-            })
-            .buffer_unordered(256)
-            .collect()
-            .await;
-    bar.finish_and_clear();
-    let streams: Vec<_> = opened.into_iter().collect::<Result<_, _>>()?;
+    let targets = (0..elections)
+        .map(|e| (channels[e % channels.len()].clone(), election_name(e)))
+        .collect();
+    let streams = watch_all("sessions: watching every election", targets).await?;
     let gone = worker(0);
     // per election: events seen, and when the first naming another leader came
     let seen: Arc<Vec<Seen>> = Arc::new(
