@@ -36,6 +36,7 @@ for b = 1, #KEYS / 3 do
       if had and tonumber(had) <= now_ms then
         -- its session here ran out and nobody has ended it yet: it ends now
         redis.call('ZREM', sessions_key, caller)
+        index_sessions()
         had = false
       end
       if not had then

@@ -18,7 +18,8 @@ pub struct Keys {
     tags: std::sync::Arc<[String]>,
     /// Every bucket's lease index, in bucket order.
     indexes: std::sync::Arc<[String]>,
-    /// Every bucket's sessions (hash: client -> when its session ends).
+    /// Every bucket's sessions (sorted set: client -> when its session ends). Named apart
+    /// from the hash `sessions` of the first build with sessions, which newer builds ignore.
     sessions: std::sync::Arc<[String]>,
     /// Every bucket's memberships (sorted set of "<client>\n<election>").
     members: std::sync::Arc<[String]>,
@@ -62,7 +63,7 @@ impl Keys {
         let of = |kind: &str| tags.iter().map(|t| format!("{t}:{kind}")).collect();
         Self {
             indexes: of("lease-index"),
-            sessions: of("sessions"),
+            sessions: of("session-ends"),
             members: of("members"),
             tags,
         }
@@ -146,7 +147,7 @@ mod tests {
         assert_eq!(k.term, format!("{tag}:jobs:term"));
         assert_eq!(k.leases, format!("{tag}:jobs:leases"));
         assert_eq!(k.index, format!("{tag}:lease-index"));
-        assert_eq!(k.sessions, format!("{tag}:sessions"));
+        assert_eq!(k.sessions, format!("{tag}:session-ends"));
         assert_eq!(k.members, format!("{tag}:members"));
         assert_eq!(k.channel, format!("{tag}:jobs:events"));
         let b = Keys::new("electiond");

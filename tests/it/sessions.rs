@@ -428,7 +428,7 @@ async fn a_client_that_stands_nowhere_is_told_so_and_leaves_nothing_behind() {
     let mut sessions = async || {
         let mut held = Vec::new();
         for key in redis::cmd("KEYS")
-            .arg(format!("{p}:*:sessions"))
+            .arg(format!("{p}:*:session-ends"))
             .query_async::<Vec<String>>(&mut conn)
             .await
             .expect("keys")
@@ -523,7 +523,8 @@ async fn a_lapsed_session_does_not_bring_back_what_ran_out() {
 async fn a_candidacy_from_before_sessions_is_held_and_ends_with_the_session() {
     // a candidacy entered by a build without sessions has no membership; once its client's
     // session holds it, the session's end must still end it, or it would lead forever. And a
-    // membership left by a candidacy an older build removed goes with the session
+    // membership left by a candidacy an older build removed goes with the session, and the
+    // first build's sessions (a hash) are no obstacle
     let redis = RedisServer::start().await;
     let p = prefix("sessions-older");
     let mut s = settings(&redis, &p);
@@ -556,6 +557,15 @@ async fn a_candidacy_from_before_sessions_is_held_and_ends_with_the_session() {
                 .await
                 .expect("zrem");
             older = Some(members[0]["worker\n".len()..].to_owned());
+            // the first build with sessions kept them in a hash, which this one leaves alone
+            let old_sessions = key.replace(":members", ":sessions");
+            let _: i64 = redis::cmd("HSET")
+                .arg(&old_sessions)
+                .arg("worker")
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+                .expect("hset");
             // and a membership that outlived its candidacy, as one an older build removed
             let _: i64 = redis::cmd("ZADD")
                 .arg(&key)
