@@ -104,6 +104,19 @@ pub(crate) async fn sentinel_cmd<T: redis::FromRedisValue>(
     cmd.query_async(&mut c).await
 }
 
+/// Asks the Sentinels to fail over, and waits until they name `replica` the master.
+pub async fn fail_over_to(ports: &[u16], replica: &RedisServer) {
+    let _: String = sentinel_cmd(ports[0], &["FAILOVER", "elect"])
+        .await
+        .expect("failover starts");
+    wait_for(|| async {
+        sentinel_cmd::<Vec<String>>(ports[0], &["GET-MASTER-ADDR-BY-NAME", "elect"])
+            .await
+            .is_ok_and(|a| a.get(1) == Some(&replica.port.to_string()))
+    })
+    .await;
+}
+
 /// Waits until every Sentinel knows the one replica, so that a failover has somewhere to go.
 pub async fn every_sentinel_knows_the_replica(ports: &[u16]) {
     for &p in ports {
@@ -150,16 +163,8 @@ async fn a_failover_under_load_loses_no_acknowledged_change() {
         })
     };
     wait_for(|| async { acked.lock().unwrap().len() >= 10 }).await;
-    let _: String = sentinel_cmd(ports[0], &["FAILOVER", "elect"])
-        .await
-        .expect("failover starts");
     // the replica is promoted...
-    wait_for(|| async {
-        sentinel_cmd::<Vec<String>>(ports[0], &["GET-MASTER-ADDR-BY-NAME", "elect"])
-            .await
-            .is_ok_and(|a| a.get(1) == Some(&replica_redis.port.to_string()))
-    })
-    .await;
+    fail_over_to(&ports, &replica_redis).await;
     // ...and once Sentinel has turned the old primary into the new primary's replica (it does
     // so on its next look at it, within about ten seconds), the service acknowledges changes
     // again, without a restart. Until then WAIT cannot be satisfied and calls fail: that is

@@ -323,6 +323,19 @@ fn with_sessions(s: &mut Settings) {
     s.lease_ttl_ms = TTL_MS;
 }
 
+/// A redis-server of its own and two replicas on it with the test TTL.
+async fn two_replicas_on_a_redis(name: &str) -> (RedisServer, Vec<Replica>) {
+    let redis = RedisServer::start().await;
+    let p = prefix(name);
+    let replicas = two_replicas(|| {
+        let mut s = settings(&redis, &p);
+        with_sessions(&mut s);
+        s
+    })
+    .await;
+    (redis, replicas)
+}
+
 /// Two replicas on one store, each with the settings `make` gives.
 async fn two_replicas(make: impl Fn() -> Settings) -> Vec<Replica> {
     let mut replicas = Vec::new();
@@ -334,14 +347,7 @@ async fn two_replicas(make: impl Fn() -> Settings) -> Vec<Replica> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_a_client_in_500_elections_and_ends_with_it() {
-    let redis = RedisServer::start().await;
-    let p = prefix("sessions");
-    let replicas = two_replicas(|| {
-        let mut s = settings(&redis, &p);
-        with_sessions(&mut s);
-        s
-    })
-    .await;
+    let (_redis, replicas) = two_replicas_on_a_redis("sessions").await;
     a_session_keeps_every_election_then_ends_them_all(
         replicas[0].addr,
         replicas[1].addr,
@@ -355,14 +361,7 @@ async fn a_session_keeps_a_client_in_500_elections_and_ends_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_client_loses_every_election_within_ttl_and_a_second() {
-    let redis = RedisServer::start().await;
-    let p = prefix("sessions-frozen");
-    let replicas = two_replicas(|| {
-        let mut s = settings(&redis, &p);
-        with_sessions(&mut s);
-        s
-    })
-    .await;
+    let (_redis, replicas) = two_replicas_on_a_redis("sessions-frozen").await;
     a_session_keeps_every_election_then_ends_them_all(
         replicas[0].addr,
         replicas[1].addr,
@@ -611,7 +610,7 @@ async fn a_candidacy_from_before_sessions_is_held_and_ends_with_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_live_on_across_a_sentinel_failover() {
     use crate::sentinel::{
-        every_sentinel_knows_the_replica, sentinel_cmd, sentinel_settings, sentinels,
+        every_sentinel_knows_the_replica, fail_over_to, sentinel_settings, sentinels,
     };
     let primary = RedisServer::start().await;
     let replica_redis = RedisServer::start_replica_of(&primary).await;
@@ -638,17 +637,7 @@ async fn sessions_live_on_across_a_sentinel_failover() {
     })
     .await;
     // the sessions (and everything else) move to the promoted replica with the data
-    let failover = async {
-        let _: String = sentinel_cmd(ports[0], &["FAILOVER", "elect"])
-            .await
-            .expect("failover starts");
-        wait_for(|| async {
-            sentinel_cmd::<Vec<String>>(ports[0], &["GET-MASTER-ADDR-BY-NAME", "elect"])
-                .await
-                .is_ok_and(|a| a.get(1) == Some(&replica_redis.port.to_string()))
-        })
-        .await;
-    };
+    let failover = fail_over_to(&ports, &replica_redis);
     a_session_keeps_every_election_then_ends_them_all(
         replicas[0].addr,
         replicas[1].addr,
