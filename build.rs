@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/atomix/primitive/meta/timestamp.proto",
         "proto/atomix/primitive/election/election.proto",
         "proto/electiond/session/v1/session.proto",
+        "proto/electiond/admin/v1/admin.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
 

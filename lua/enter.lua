@@ -1,7 +1,7 @@
 -- enter.lua: the caller joins the election (appended at the end), or, already a candidate,
 -- just refreshes its lease.
--- KEYS, ARGV[1..7]: see prelude.lua (ARGV[4], the caller, is the candidate).
--- Returns { "ok" | "too_many" | "too_big", term, expired }.
+-- KEYS, ARGV[1..8]: see prelude.lua (ARGV[4], the caller, is the candidate).
+-- Returns { "ok" | "too_many" | "too_big", term, expired, changes }.
 begin(false, true)
 if is_candidate(caller) then
   refresh(caller, false)

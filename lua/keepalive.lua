@@ -8,14 +8,15 @@
 -- when a bucket's earliest session end is due.
 -- KEYS: three for each bucket, as KEYS[1..3] in prelude.lua (one bucket on a Redis Cluster,
 -- where each call stays in one hash slot; all of them on one Redis). ARGV[2]: the lease TTL;
--- ARGV[4]: the client; ARGV[7]: the epoch (see prelude.lua); ARGV[8..]: each bucket's key
+-- ARGV[4]: the client; ARGV[7]: the epoch, ARGV[8] the history's length (see prelude.lua); ARGV[9..]: each bucket's key
 -- prefix ("<prefix>:{e<b>}:").
--- Returns { elections the client stands in, over the buckets, candidates removed }.
+-- Returns { elections the client stands in, over the buckets, candidates removed, the causes
+-- of the changes of leader made (prelude.lua) }.
 local total = 0
 for b = 1, #KEYS / 3 do
   if b > 1 then
     index_key, sessions_key, members_key = KEYS[3 * b - 2], KEYS[3 * b - 1], KEYS[3 * b]
-    bucket_arg = ARGV[7 + b]
+    bucket_arg = ARGV[8 + b]
   end
   local n, had = 0, false
   if caller == '' then
@@ -63,4 +64,4 @@ for b = 1, #KEYS / 3 do
   end
   total = total + n
 end
-return { total, swept }
+return { total, swept, changes }

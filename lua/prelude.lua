@@ -38,7 +38,8 @@
 --   ARGV[6]  largest candidate list the election may hold, in bytes (the lines after the header)
 --   ARGV[7]  the failover epoch of the master this runs on, as the Sentinels name it (0 for one
 --            Redis; unused on a Redis Cluster, where the node's own epoch is read): see next_id
---   ARGV[8..] operation-specific (see each file); KeepAlive's ARGV[8] is the bucket's key prefix
+--   ARGV[8]  how many leadership changes each election's history keeps (see `record`)
+--   ARGV[9..] operation-specific (see each file); KeepAlive's ARGV[9] is the bucket's key prefix
 -- Candidate ids arrive escaped by the service ("\" as "\\", a line feed as "\n"), so a line
 -- feed in the term only ever ends a candidate, and the functions never decode or re-encode the
 -- candidate list: they cut and join it as a string.
@@ -50,9 +51,17 @@
 -- size where cutting and joining step by step made five. A join at the end of a big election
 -- makes one (see enter.lua).
 --
--- Every operation returns { status, term, expired } where term is the string above (after the
--- operation), status is "ok" or a rejection ("not_candidate", "too_many", "too_big",
--- "not_found"), and expired counts the candidates this call removed because their lease ran out.
+-- Every operation returns { status, term, expired, changes } where term is the string above
+-- (after the operation), status is "ok" or a rejection ("not_candidate", "too_many", "too_big",
+-- "not_found"), expired counts the candidates this call removed because their lease ran out,
+-- and changes names the cause of each change of leader this call made (see `record`),
+-- separated by spaces ("" for none).
+--
+-- Beside its keys above, each election has a history (a list, newest first, at
+-- "<bucket prefix><election>:history": see `record`), and each bucket a set of its elections'
+-- names (sorted set, all scores 0, at "<bucket prefix>names"): what listing pages through. An
+-- election is in it from the call that first stores its term until Delete. Both are named
+-- from the keys given (the same hash slot), like the other elections a session's end opens.
 --
 -- The store puts one line in front of the prelude: `local CLUSTER = true` on a Redis Cluster,
 -- `false` otherwise. On a Cluster changes are published with SPUBLISH (sharded pub/sub), so
@@ -86,6 +95,13 @@ local raw, head
 -- (Every Lua instruction counts here: `start` resets only what `split` does not set.)
 local body, from, at, cut, put, front, tail
 local changed, expired
+-- What the call is (the cause of a change of leader it makes: enter, withdraw, anoint,
+-- promote, evict, restore, delete, or expired for the sweepers' and sessions' calls), the cause
+-- of changes in the election open now (`expired` in the elections a session's end opens, or
+-- when the leader's own lease ran out in this call), the history's length, and the causes of
+-- the changes of leader made so far (their causes, separated by spaces). The length stays the
+-- argument's string until a change needs it: a call that changes no leader pays nothing for it.
+local own_cause, cause, history_arg, changes
 -- Candidates this call removed from other elections of the bucket, whose sessions ended
 -- (`end_sessions`, keepalive.lua): counted with `expired` in the reply.
 local swept
@@ -95,14 +111,15 @@ local swept
 local m1, s1, m2, s2
 local noted, earliest, reindex_all
 
-local function start(keys, argv)
+local function start(keys, argv, op_cause)
+  own_cause, cause, changes, history_arg = op_cause, op_cause, '', argv[8]
   index_key, sessions_key, members_key = keys[1], keys[2], keys[3]
   term_key, lease_key = keys[4], keys[5]
   channel, election, caller = argv[1], argv[5], argv[4]
   -- numbers only an operation that needs them reads: each tonumber is a strtod, and a read
   -- needs none of these
   ttl, max_candidates_arg, max_bytes_arg, epoch_arg = tonumber(argv[2]), argv[3], argv[6], argv[7]
-  bucket_arg = argv[8]
+  bucket_arg = argv[9]
   clock = redis.call('TIME')
   now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   now_ms = math.floor(now_us / 1000)
@@ -120,6 +137,7 @@ end
 local function open(prefix, name)
   term_key, lease_key = prefix .. name .. ':term', prefix .. name .. ':leases'
   channel, election = prefix .. name .. ':events', name
+  cause = 'expired'
   raw, head, body = false, nil, nil
   changed, expired = false, 0
   m1, s1, m2, s2 = nil, nil, nil, nil
@@ -412,10 +430,15 @@ local function expire()
     return
   end
   batched('ZREM', lease_key, dead)
+  split()
+  local leader = stored_leader()
   for _, c in ipairs(dead) do
     left(c)
+    if c == leader then
+      -- the leader's own lease ran out: that is why leadership changes in this call
+      cause = 'expired'
+    end
   end
-  split()
   expired = #dead
   changed = true
   if #dead <= 8 then
@@ -567,12 +590,57 @@ local function next_id(id)
   return first
 end
 
+-- The key of the election's `kind` beside its term ("history"), or of its bucket's when
+-- `bucket` ("names").
+local function beside(kind, bucket)
+  if bucket then
+    return string.sub(term_key, 1, #term_key - #election - 5) .. kind
+  end
+  return string.sub(term_key, 1, #term_key - 4) .. kind
+end
+
+-- Notes that the election, absent before this call, now exists: it is listed, and a history
+-- left by its Delete is kept again.
+local function born()
+  redis.call('ZADD', beside('names', true), '0', election)
+  redis.call('PERSIST', beside('history'))
+end
+
+-- How long the history of a deleted election stays (seconds): it outlives the Delete, which
+-- it records, but not forever, so that elections of passing names leave nothing behind.
+local DELETED_HISTORY_SECONDS = '2592000'
+
+-- A history may grow this many lines past its length before it is trimmed back: one LTRIM
+-- every so many changes instead of one with each (readers take only the length's newest).
+local HISTORY_SLACK = 16
+
+-- Records a change of leader: the new term id, the new leader (escaped; "" for none), the
+-- Redis clock in ms and why, as one line "<id> <ms> <cause> <leader>" at the head of the
+-- election's history, which keeps the last ARGV[8] (none when 0).
+local function record(id, leader, why)
+  if changes == '' then
+    changes = why
+  else
+    changes = changes .. ' ' .. why
+  end
+  local len = tonumber(history_arg)
+  if len <= 0 then
+    return
+  end
+  local key = beside('history')
+  if redis.call('LPUSH', key, string.format('%d %d %s %s', id, now_ms, why, leader)) > len + HISTORY_SLACK then
+    redis.call('LTRIM', key, '0', len - 1)
+  end
+end
+
 -- Stores and announces the changed state. A new id (`next_id`) when leadership passed to
 -- another candidate.
 local function commit()
   local id, rev = string.match(head, '^(%d+) (%d+)')
   id, rev = tonumber(id), tonumber(rev)
   local before, after = pieces()
+  -- the new leader, when it changed ("" when the election is left without one)
+  local lead
   -- the leader can only have changed when the list's first line was edited, or the list is
   -- no longer the stored one, or it was empty; then it is the first line of the first piece
   -- that has one
@@ -591,15 +659,24 @@ local function commit()
       end
     end
     local new_leader = line_at(first, 1)
-    if new_leader ~= '' and new_leader ~= stored_leader() then
-      id = next_id(id)
+    if new_leader ~= stored_leader() then
+      lead = new_leader
+      if new_leader ~= '' then
+        id = next_id(id)
+      end
     end
+  end
+  if not raw then
+    born()
   end
   -- one concatenation: the new term is the only string of its size this makes (the header's
   -- form goes by the list as it was: one change more or less does not matter)
   raw = header(id, math.max(rev + 1, now_us), #body) .. '\n' .. front .. before .. put .. after .. tail
   redis.call('SET', term_key, raw)
   redis.call(PUBLISH_COMMAND, channel, raw)
+  if lead then
+    record(id, lead, cause)
+  end
 end
 
 -- Ends every operation: keep the lease index exact, commit when changed, then reply.
@@ -610,7 +687,7 @@ local function finish(status)
   elseif raw == false then
     load()
   end
-  return { status, raw or '0 0 0 0\n', expired + swept }
+  return { status, raw or '0 0 0 0\n', expired + swept, changes }
 end
 
 -- Ends an Enter that appends `line` to an election of many candidates whose stored header
@@ -625,7 +702,7 @@ local function finish_append(stored, line)
   redis.call('APPEND', term_key, line)
   raw = redis.call('GET', term_key)
   redis.call(PUBLISH_COMMAND, channel, raw)
-  return { 'ok', raw, expired + swept }
+  return { 'ok', raw, expired + swept, changes }
 end
 
 -- Ends client `c`'s candidacies in this bucket that stand on no lease of their own: those its
@@ -683,6 +760,7 @@ local function end_sessions()
   index_sessions()
   if own then
     open(prefix, own)
+    cause = own_cause
   else
     election = ''
   end

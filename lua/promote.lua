@@ -1,8 +1,8 @@
 -- promote.lua: swaps a candidate with the one just ahead of it; into the first slot makes it
 -- leader.
--- KEYS, ARGV[1..7]: see prelude.lua. ARGV[8]: the candidate.
--- Returns { "ok" | "not_candidate", term, expired }.
-local candidate = ARGV[8]
+-- KEYS, ARGV[1..8]: see prelude.lua. ARGV[9]: the candidate.
+-- Returns { "ok" | "not_candidate", term, expired, changes }.
+local candidate = ARGV[9]
 begin()
 refresh(caller, false)
 if not is_candidate(candidate) then

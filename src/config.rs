@@ -85,6 +85,12 @@ pub struct Settings {
     /// Prometheus `/metrics` listen address (`ELECTION_METRICS_ADDR`); empty turns it off.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// The web console's listen address (`ELECTION_CONSOLE_ADDR`); empty turns it off.
+    #[serde(default)]
+    pub console_addr: Option<String>,
+    /// Leadership changes each election's history keeps (`ELECTION_HISTORY_LEN`); 0 keeps
+    /// none.
+    pub history_len: u32,
     /// Bearer tokens accepted on the gRPC port, comma-separated (`ELECTION_AUTH_TOKENS`);
     /// empty turns authentication off. Health stays open.
     #[serde(default)]
@@ -142,6 +148,8 @@ impl std::fmt::Debug for Settings {
             .field("keepalive_interval_ms", &self.keepalive_interval_ms)
             .field("keepalive_timeout_ms", &self.keepalive_timeout_ms)
             .field("metrics_addr", &self.metrics_addr)
+            .field("console_addr", &self.console_addr)
+            .field("history_len", &self.history_len)
             .field(
                 "auth_tokens",
                 &self.auth_tokens.as_ref().map(|_| "<redacted>"),
@@ -193,9 +201,14 @@ drain_timeout_ms = 10000
 keepalive_interval_ms = 10000
 keepalive_timeout_ms = 10000
 metrics_addr = "0.0.0.0:9090"
+console_addr = "127.0.0.1:8080"
+history_len = 100
 log_format = "text"
 log_level = "info"
 "#;
+
+/// The longest history an election may keep: what one History call may return.
+pub const MAX_HISTORY_LEN: u32 = 10_000;
 
 fn environment(vars: Option<std::collections::HashMap<String, String>>) -> config::Environment {
     config::Environment::with_prefix("ELECTION")
@@ -294,8 +307,12 @@ impl Settings {
         {
             return invalid("max_*", "limits must be at least 1");
         }
+        if self.history_len > MAX_HISTORY_LEN {
+            return invalid("history_len", "must be at most 10000");
+        }
         for opt in [
             &mut self.metrics_addr,
+            &mut self.console_addr,
             &mut self.auth_tokens,
             &mut self.tls_cert,
             &mut self.tls_key,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod config;
 pub mod election;
 pub mod events;
@@ -51,6 +52,10 @@ pub mod proto {
     /// `electiond.session.v1`: one keep-alive for all of a client's elections.
     pub mod session {
         tonic::include_proto!("electiond.session.v1");
+    }
+
+    pub mod admin {
+        tonic::include_proto!("electiond.admin.v1");
     }
 
     /// The election service as served: the same as
@@ -108,6 +113,8 @@ pub enum RunError {
     /// The metrics listener could not be started.
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("console: {0}")]
+    Console(String),
     /// The access file or tokens are unusable.
     #[error("{0}")]
     Access(String),
@@ -219,6 +226,7 @@ async fn connect(
         source,
         ca_cert,
         wait_replicas: settings.redis_wait_replicas,
+        history_len: settings.history_len,
         key_prefix: settings.key_prefix.clone(),
         pool_size: settings.redis_pool_size,
         timeout: settings.redis_timeout(),
@@ -249,6 +257,19 @@ async fn start(
         }
         None => None,
     };
+    let console_listener = match &settings.console_addr {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Console(format!("cannot listen on {addr}: {e}")))?;
+            let at = l
+                .local_addr()
+                .map_err(|e| RunError::Console(e.to_string()))?;
+            tracing::info!(addr = %at, "web console on http://{at}/");
+            Some(l)
+        }
+        None => None,
+    };
     // a watcher waits for its subscription as long as a subscribe and a catch-up read may take
     let (hub, commands) = Hub::new(metrics.clone(), settings.redis_timeout() * 2);
     let mut tasks = vec![
@@ -260,6 +281,7 @@ async fn start(
         )),
         tokio::spawn(store::sweep(store.clone(), stop.clone())),
         tokio::spawn(access::watch(access.clone(), stop.clone())),
+        tokio::spawn(admin::count(store.clone(), stop.clone())),
     ];
     if let Some(l) = metrics_listener {
         tasks.push(tokio::spawn(metrics::serve(l, metrics, stop.clone())));
@@ -278,6 +300,13 @@ async fn start(
             max_term_bytes: settings.max_term_bytes,
         },
     });
+    if let Some(l) = console_listener {
+        tasks.push(tokio::spawn(admin::console::serve(
+            l,
+            state.clone(),
+            stop.clone(),
+        )));
+    }
     Ok((state, tasks))
 }
 
@@ -308,6 +337,7 @@ async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    use proto::admin::election_admin_server::ElectionAdminServer;
     use proto::atomix::primitive::primitive_service_server::PrimitiveServiceServer;
     use proto::served::leader_election_service_server::LeaderElectionServiceServer;
     use proto::session::session_service_server::SessionServiceServer;
@@ -342,6 +372,10 @@ async fn serve(
         )
         .add_service(
             SessionServiceServer::new(grpc::SessionService::new(state.clone()))
+                .max_decoding_message_size(max_msg),
+        )
+        .add_service(
+            ElectionAdminServer::new(grpc::AdminService::new(state.clone()))
                 .max_decoding_message_size(max_msg),
         )
         .serve_with_incoming_shutdown(incoming(listener), async move {

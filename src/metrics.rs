@@ -30,6 +30,16 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+/// The causes of a change of leader (see `record` in `lua/prelude.lua`).
+pub const CAUSES: [&str; 8] = [
+    "enter", "withdraw", "expired", "evict", "anoint", "promote", "restore", "delete",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeniedLabels {
     grant: String,
     operation: &'static str,
@@ -41,6 +51,9 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
     denied: Family<DeniedLabels, Counter>,
+    changes: Family<CauseLabels, Counter>,
+    /// Elections stored (all replicas read the same number; see `admin::count`).
+    pub elections: Gauge,
     /// Events streams open now.
     pub streams_open: Gauge,
     /// Changes received from Redis pub/sub (or a catch-up read) and accepted for delivery.
@@ -68,6 +81,8 @@ impl Default for Metrics {
             calls,
             latency,
             denied: Family::default(),
+            changes: Family::default(),
+            elections: Gauge::default(),
             streams_open: Gauge::default(),
             events_received: Counter::default(),
             events_delivered: Counter::default(),
@@ -93,6 +108,16 @@ impl Default for Metrics {
             "electiond_access_denied",
             "Calls refused by access control, by grant (empty: no known credential) and operation",
             m.denied.clone(),
+        );
+        r.register(
+            "electiond_leader_changes",
+            "Changes of leader made by this replica's calls (and its sweepers), by cause",
+            m.changes.clone(),
+        );
+        r.register(
+            "electiond_elections",
+            "Elections stored in Redis, as last counted (every replica counts them all)",
+            m.elections.clone(),
         );
         r.register(
             "electiond_events_streams_open",
@@ -182,6 +207,16 @@ impl Metrics {
                 operation,
             })
             .inc();
+    }
+
+    /// Counts the changes of leader a function call reports: their causes, separated by
+    /// spaces.
+    pub fn leader_changes(&self, causes: &str) {
+        for cause in causes.split(' ') {
+            if let Some(cause) = CAUSES.iter().find(|c| **c == cause) {
+                self.changes.get_or_create(&CauseLabels { cause }).inc();
+            }
+        }
     }
 
     /// Adds `n` to a counter.

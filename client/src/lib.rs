@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod campaign;
 mod session;
 mod watch;
@@ -44,6 +45,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
+pub use admin::{Change, ElectionSummary, Page};
 pub use campaign::{Leadership, LostReason};
 pub use session::KeepAlive;
 pub use watch::{Reset, Watch, WatchItem};
@@ -69,6 +71,10 @@ pub mod proto {
     /// `electiond.session.v1`: one keep-alive for all of a client's elections
     pub mod session {
         tonic::include_proto!("electiond.session.v1");
+    }
+    /// `electiond.admin.v1`: listing elections and their history of leaders
+    pub mod admin {
+        tonic::include_proto!("electiond.admin.v1");
     }
 }
 

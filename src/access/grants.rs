@@ -52,6 +52,26 @@ impl Patterns {
         Ok(p)
     }
 
+    /// The narrowest prefix under which every covered name starting with `prefix` lies: a
+    /// longer one when the patterns are one prefix alone; `None` when no name starting with
+    /// `prefix` is covered.
+    pub fn narrow<'p>(&'p self, prefix: &'p str) -> Option<&'p str> {
+        match (self.exact.as_slice(), self.prefixes.as_slice()) {
+            ([], [only]) if only.starts_with(prefix) => Some(only),
+            ([], [only]) if prefix.starts_with(only.as_str()) => Some(prefix),
+            ([], [_]) => None,
+            (exact, prefixes)
+                if prefixes
+                    .iter()
+                    .all(|p| !p.starts_with(prefix) && !prefix.starts_with(p.as_str()))
+                    && exact.iter().all(|e| !e.starts_with(prefix)) =>
+            {
+                None
+            }
+            _ => Some(prefix),
+        }
+    }
+
     /// Whether `name` is covered. No allocation.
     pub fn matches(&self, name: &str) -> bool {
         self.exact.iter().any(|e| e == name) || self.prefixes.iter().any(|p| name.starts_with(p))
@@ -276,6 +296,24 @@ mod tests {
 
     fn build(text: &str) -> Result<Grants, String> {
         Grants::build(Some(text), &[])
+    }
+
+    #[test]
+    fn a_listing_looks_only_where_a_grant_reads() {
+        let p = |raw: &[&str]| {
+            Patterns::parse(&raw.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "t")
+                .expect("patterns")
+        };
+        let team = p(&["team-a/*"]);
+        assert_eq!(team.narrow(""), Some("team-a/"));
+        assert_eq!(team.narrow("team-a/jobs"), Some("team-a/jobs"));
+        assert_eq!(team.narrow("team-b/"), None);
+        let all = p(&["*"]);
+        assert_eq!(all.narrow("x"), Some("x"));
+        let mixed = p(&["team-a/*", "nightly"]);
+        assert_eq!(mixed.narrow(""), Some(""));
+        assert_eq!(mixed.narrow("night"), Some("night"));
+        assert_eq!(mixed.narrow("zzz"), None);
     }
 
     #[test]

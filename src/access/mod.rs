@@ -47,6 +47,10 @@ pub enum Operation {
     Delete,
     /// `electiond.session.v1.SessionService/KeepAlive`: acts as its client in all its elections.
     KeepAlive,
+    /// `electiond.admin.v1.ElectionAdmin/List`: reads every election it returns.
+    List,
+    /// `electiond.admin.v1.ElectionAdmin/History`: reads its election.
+    History,
 }
 
 impl Operation {
@@ -66,6 +70,8 @@ impl Operation {
             Operation::Create => "Create",
             Operation::Delete => "Delete",
             Operation::KeepAlive => "KeepAlive",
+            Operation::List => "List",
+            Operation::History => "History",
         }
     }
 
@@ -74,7 +80,7 @@ impl Operation {
         match self {
             // with a client id these refresh its lease: they act as it
             Operation::GetTerm | Operation::Snapshot => client.map_or(Need::Read, Need::ActAs),
-            Operation::Events => Need::Read,
+            Operation::Events | Operation::List | Operation::History => Need::Read,
             // without a client id these are refused as bad input, for any reader of the election
             Operation::Enter | Operation::Withdraw | Operation::Close => {
                 client.map_or(Need::Read, Need::ActAs)
@@ -272,6 +278,35 @@ impl Caller<'_> {
             tracing::info!(grant = %grant.name, operation = op.name(), election, client, similar_not_logged = held, "call refused: not allowed");
         }
         Err(Refusal::Denied(message))
+    }
+}
+
+impl Caller<'_> {
+    /// Whether the caller may read `election`: what a listing keeps of what it finds. Not
+    /// counted or logged as a refusal (a listing simply leaves the others out).
+    pub fn may_read(&self, election: &str) -> bool {
+        self.grant
+            .as_ref()
+            .is_none_or(|(grants, i)| grants.list[*i].elections.matches(election))
+    }
+
+    /// Whether the caller may change `election` as an operator (evict, anoint): what the
+    /// console asks to offer those actions. Not counted or logged as a refusal.
+    pub fn may_operate(&self, election: &str) -> bool {
+        self.grant.as_ref().is_none_or(|(grants, i)| {
+            let g = &grants.list[*i];
+            g.role == Role::Operator && g.elections.matches(election)
+        })
+    }
+
+    /// Where a listing of names starting with `prefix` need look for elections the caller
+    /// may read: `prefix` itself, or a longer prefix when the grant covers one prefix alone;
+    /// `None` when it may read none of them.
+    pub fn readable_prefix<'p>(&'p self, prefix: &'p str) -> Option<&'p str> {
+        let Some((grants, i)) = &self.grant else {
+            return Some(prefix);
+        };
+        grants.list[*i].elections.narrow(prefix)
     }
 }
 

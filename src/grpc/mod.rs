@@ -1,6 +1,7 @@
 //! The wire layer: tonic services, and the conversion between protobuf messages and domain
 //! types. Bad input stops here, before anything reaches Redis.
 
+mod admin;
 pub mod codec;
 mod election;
 pub mod encoded;
@@ -17,6 +18,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::{field, Instrument};
 
+pub use admin::AdminService;
 pub use election::ElectionService;
 pub use primitive::PrimitiveService;
 pub use session::SessionService;

@@ -65,7 +65,8 @@ impl Store {
                 .arg(&*escape(caller.map_or("", MemberId::as_str)))
                 .arg(election.as_str())
                 .arg(self.max_term_bytes)
-                .arg(epoch);
+                .arg(epoch)
+                .arg(self.history_len);
             match op {
                 Op::GetTerm => {
                     if let Some(held) = &known {
@@ -87,8 +88,8 @@ impl Store {
         };
         let call = &call;
         let keys = &keys;
-        let ((status, raw, expired), acked): ((String, Vec<u8>, u64), Option<u64>) = self
-            .bounded(async {
+        let ((status, raw, expired, causes), acked): ((String, Vec<u8>, u64, String), Option<u64>) =
+            self.bounded(async {
                 let pool = match &self.backend {
                     Backend::Pooled { pool, .. } => pool,
                     Backend::Cluster(c) => {
@@ -148,6 +149,7 @@ impl Store {
         if expired > 0 {
             Metrics::add(&self.metrics.lease_expiries, expired);
         }
+        self.metrics.leader_changes(&causes);
         if let Some(got) = acked.filter(|got| *got < u64::from(self.wait_replicas)) {
             return Err(StoreError::NotReplicated {
                 got,

@@ -27,7 +27,7 @@ pub fn escape(id: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn unescape(line: &str) -> Result<String, StoreError> {
+pub(super) fn unescape(line: &str) -> Result<String, StoreError> {
     if !line.contains('\\') {
         return Ok(line.to_owned());
     }
@@ -83,6 +83,66 @@ pub fn decode_term(raw: &[u8]) -> Result<Term, StoreError> {
         }),
         candidates,
         revision,
+    })
+}
+
+/// What a listing shows of an election: read from the start of its stored term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub id: u64,
+    pub revision: u64,
+    /// The leader, unescaped ("" for none).
+    pub leader: String,
+    /// When the term last changed, ms on the Redis clock.
+    pub changed_unix_ms: i64,
+}
+
+/// Decodes the start of a stored term: its header and its first candidate line, which must be
+/// whole (the term's first bytes, read long enough for the longest id; or a whole term).
+pub fn decode_head(raw: &[u8]) -> Result<Head, StoreError> {
+    let (id, revision, seconds, nanos, leader) = if raw.first() == Some(&b'{') {
+        let t = decode_json(raw)?;
+        let (s, n) = t
+            .timestamp
+            .map_or((0, 0), |t| (t.seconds as u64, t.nanos as u64));
+        (
+            t.id,
+            t.revision,
+            s,
+            n,
+            t.candidates.into_iter().next().unwrap_or_default(),
+        )
+    } else {
+        let text = std::str::from_utf8(raw).map_err(|e| corrupt(e.to_string()))?;
+        let (head, list) = text
+            .split_once('\n')
+            .ok_or_else(|| corrupt("no header line".into()))?;
+        let mut fields = head.split(' ').map(number);
+        let mut field = || {
+            fields
+                .next()
+                .unwrap_or_else(|| Err(corrupt("short header".into())))
+        };
+        let (id, revision, seconds, nanos) = (field()?, field()?, field()?, field()?);
+        let leader = match list.split_once('\n') {
+            Some((first, _)) => unescape(first)?,
+            None if list.is_empty() => String::new(),
+            None => return Err(corrupt("the leader's line was cut short".into())),
+        };
+        (id, revision, seconds, nanos, leader)
+    };
+    // a term that never had a change of candidates (Create) has no time: its revision is the
+    // Redis clock in microseconds when it was made
+    let changed_unix_ms = if seconds != 0 || nanos != 0 {
+        seconds * 1000 + nanos / 1_000_000
+    } else {
+        revision / 1000
+    };
+    Ok(Head {
+        id,
+        revision,
+        leader,
+        changed_unix_ms: changed_unix_ms as i64,
     })
 }
 
@@ -164,6 +224,22 @@ mod tests {
             decode_term(raw.as_bytes()).expect("decodes").candidates,
             ids
         );
+    }
+
+    #[test]
+    fn heads_decode_from_the_start_of_a_term() {
+        let h = decode_head(b"3 17 1700000000 5000000\na\\nb\nc\nd").expect("decodes");
+        assert_eq!((h.id, h.revision, h.leader.as_str()), (3, 17, "a\nb"));
+        assert_eq!(h.changed_unix_ms, 1_700_000_000_005);
+        let created = decode_head(b"0 1700000000123456 0 0\n").expect("decodes");
+        assert_eq!(
+            (created.leader.as_str(), created.changed_unix_ms),
+            ("", 1_700_000_000_123)
+        );
+        assert!(decode_head(b"3 17 1 0\nab").is_err(), "a leader cut short");
+        let json = decode_head(br#"{"id":3,"rev":17,"ts":1700000000,"tsn":0,"c":["a","b"]}"#)
+            .expect("decodes");
+        assert_eq!((json.id, json.leader.as_str()), (3, "a"));
     }
 
     #[test]

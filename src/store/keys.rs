@@ -53,6 +53,15 @@ pub struct ElectionKeys {
     pub members: String,
     /// The pub/sub channel its changes are published on.
     pub channel: String,
+    /// Its last changes of leader (list, newest first; see `record` in `lua/prelude.lua`).
+    pub history: String,
+}
+
+impl BucketKeys<'_> {
+    /// The names of the bucket's elections (sorted set, all scores 0): what listing reads.
+    pub fn names(&self) -> String {
+        format!("{}names", self.prefix)
+    }
 }
 
 impl Keys {
@@ -90,6 +99,7 @@ impl Keys {
             sessions: self.sessions[b].clone(),
             members: self.members[b].clone(),
             channel: of("events"),
+            history: of("history"),
         }
     }
 
@@ -106,6 +116,22 @@ impl Keys {
             members: &self.members[b],
             prefix: format!("{}:", self.tags[b]),
         }
+    }
+
+    /// The prefix every name starts with.
+    pub fn prefix(&self) -> &str {
+        let tag = &self.tags[0];
+        &tag[..tag.len() - ":{e0}".len()]
+    }
+
+    /// The bucket and election of a term key (`<prefix>:{e<bucket>}:<election>:term`), when
+    /// it is one: the election must belong to that bucket.
+    pub fn parse_term_key<'k>(&self, key: &'k str) -> Option<(usize, &'k str)> {
+        let rest = key.strip_prefix(self.prefix())?.strip_prefix(":{e")?;
+        let (b, rest) = rest.split_once("}:")?;
+        let b: usize = b.parse().ok()?;
+        let name = rest.strip_suffix(":term")?;
+        (b < self.tags.len() && !name.is_empty() && bucket(name) as usize == b).then_some((b, name))
     }
 
     /// Every bucket's lease index, for the sweepers.
@@ -150,6 +176,7 @@ mod tests {
         assert_eq!(k.sessions, format!("{tag}:session-ends"));
         assert_eq!(k.members, format!("{tag}:members"));
         assert_eq!(k.channel, format!("{tag}:jobs:events"));
+        assert_eq!(k.history, format!("{tag}:jobs:history"));
         let b = Keys::new("electiond");
         let bucket_keys = b
             .buckets()
@@ -157,6 +184,7 @@ mod tests {
             .expect("its bucket");
         assert_eq!(bucket_keys.prefix, format!("{tag}:"));
         assert_eq!(bucket_keys.members, k.members);
+        assert_eq!(bucket_keys.names(), format!("{tag}:names"));
         assert!(Keys::new("electiond").lease_indexes().contains(&k.index));
     }
 
@@ -169,6 +197,26 @@ mod tests {
             .map(|i| bucket(&format!("election-{i}")))
             .collect();
         assert_eq!(used.len() as u64, BUCKETS);
+    }
+
+    #[test]
+    fn term_keys_parse_back_to_their_election() {
+        let keys = Keys::new("p:x");
+        assert_eq!(keys.prefix(), "p:x");
+        for n in ["jobs", "a:term", "{x}", "a b"] {
+            let k = keys.election(&name(n));
+            assert_eq!(
+                keys.parse_term_key(&k.term),
+                Some((bucket(n) as usize, n)),
+                "{n}"
+            );
+            assert_eq!(keys.parse_term_key(&k.leases), None);
+            assert_eq!(keys.parse_term_key(&k.history), None);
+        }
+        // another bucket's tag, another prefix: not ours
+        let wrong = format!("p:x:{{e{}}}:jobs:term", (bucket("jobs") + 1) % BUCKETS);
+        assert_eq!(keys.parse_term_key(&wrong), None);
+        assert_eq!(keys.parse_term_key("q:{e1}:jobs:term"), None);
     }
 
     #[test]

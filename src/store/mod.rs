@@ -13,6 +13,7 @@ mod error;
 mod gate;
 mod keys;
 mod listener;
+mod listing;
 mod pool;
 mod recent;
 mod scripts;
@@ -28,10 +29,11 @@ use redis::AsyncConnectionConfig;
 use pool::Pool;
 use sentinel::Sentinels;
 
-pub use decode::decode_term;
+pub use decode::{decode_term, Head};
 pub use error::StoreError;
-pub use keys::{ElectionKeys, Keys};
+pub use keys::{ElectionKeys, Keys, BUCKETS};
 pub use listener::listen;
+pub use listing::{Change, Inspection, Lease, Listed};
 pub use recent::Held;
 pub use scripts::{Flavor, Scripts};
 pub use sweeper::sweep;
@@ -154,6 +156,8 @@ pub struct StoreConfig {
     pub max_term_bytes: usize,
     /// Replicas that must confirm each change (`WAIT`); 0: none.
     pub wait_replicas: u32,
+    /// Leadership changes each election's history keeps; 0: none.
+    pub history_len: u32,
     /// Where Redis errors and lease expiries are counted.
     pub metrics: Arc<Metrics>,
 }
@@ -170,6 +174,7 @@ pub struct Store {
     max_candidates: usize,
     max_term_bytes: usize,
     wait_replicas: u32,
+    history_len: u32,
     metrics: Arc<Metrics>,
     recent: Arc<recent::RecentTerms>,
 }
@@ -263,6 +268,7 @@ impl Store {
             pool_size: config.pool_size,
             metrics: config.metrics.clone(),
             wait_replicas: config.wait_replicas,
+            history_len: config.history_len,
             lease_ttl_ms: config.lease_ttl_ms,
             max_candidates: config.max_candidates,
             max_term_bytes: config.max_term_bytes,
@@ -375,6 +381,11 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Changes of leader each election's history keeps (`ELECTION_HISTORY_LEN`).
+    pub fn history_len(&self) -> u32 {
+        self.history_len
     }
 
     /// Lease TTL in ms (0: leases never expire).

@@ -51,6 +51,22 @@ impl Function {
         Function::KeepAlive,
     ];
 
+    /// The cause it gives a change of leader it makes (see `record` in `lua/prelude.lua`):
+    /// the sweepers' and sessions' calls change leaders only when leases run out.
+    fn cause(self) -> &'static str {
+        match self {
+            Function::Enter => "enter",
+            Function::Withdraw => "withdraw",
+            Function::Anoint => "anoint",
+            Function::Promote => "promote",
+            Function::Evict => "evict",
+            Function::Restore => "restore",
+            Function::Create => "create",
+            Function::Delete => "delete",
+            Function::Refresh | Function::Expire | Function::KeepAlive => "expired",
+        }
+    }
+
     /// Its name in the library (after the library's name), and its file in `lua/`.
     fn source(self) -> (&'static str, &'static str) {
         match self {
@@ -69,13 +85,37 @@ impl Function {
     }
 }
 
+/// A function that reads only (flagged `no-writes`), for the listing and the console.
+#[derive(Debug, Clone, Copy)]
+pub enum Reader {
+    /// One bucket's share of a listing (`lua/list.lua`).
+    List,
+    /// One election with its leases (`lua/inspect.lua`).
+    Inspect,
+}
+
+impl Reader {
+    const ALL: [Reader; 2] = [Reader::List, Reader::Inspect];
+
+    fn source(self) -> (&'static str, &'static str) {
+        match self {
+            Reader::List => ("list", include_str!("../../lua/list.lua")),
+            Reader::Inspect => ("inspect", include_str!("../../lua/inspect.lua")),
+        }
+    }
+}
+
 /// The library's code and the names of its functions.
 pub struct Scripts {
     code: String,
     /// Function names, indexed by [`Function`].
     names: Vec<String>,
+    /// Reader names, indexed by [`Reader`].
+    readers: Vec<String>,
     /// Not an operation: the sweepers' lease-index read on a Cluster (a plain script).
     pub(crate) due: Script,
+    /// Not an operation: lists elections stored before name sets were kept (`lua/note.lua`).
+    pub(crate) note: Script,
 }
 
 impl Scripts {
@@ -83,9 +123,15 @@ impl Scripts {
     pub fn new(flavor: Flavor) -> Self {
         let cluster = flavor == Flavor::Cluster;
         let mut body = format!("local CLUSTER = {cluster}\n{PRELUDE}\n");
-        for (op, file) in Function::ALL.map(Function::source) {
+        for f in Function::ALL {
+            let ((op, file), cause) = (f.source(), f.cause());
             body.push_str(&format!(
-                "redis.register_function('@NAME@_{op}', function(KEYS, ARGV)\nstart(KEYS, ARGV)\nend_sessions()\n{file}\nend)\n"
+                "redis.register_function('@NAME@_{op}', function(KEYS, ARGV)\nstart(KEYS, ARGV, '{cause}')\nend_sessions()\n{file}\nend)\n"
+            ));
+        }
+        for (op, file) in Reader::ALL.map(Reader::source) {
+            body.push_str(&format!(
+                "redis.register_function{{function_name = '@NAME@_{op}', flags = {{ 'no-writes' }}, callback = function(KEYS, ARGV)\n{file}\nend}}\n"
             ));
         }
         let name = format!("electiond_{:016x}", fnv1a(body.as_bytes()));
@@ -94,10 +140,16 @@ impl Scripts {
             .iter()
             .map(|f| format!("{name}_{}", f.source().0))
             .collect();
+        let readers = Reader::ALL
+            .iter()
+            .map(|f| format!("{name}_{}", f.source().0))
+            .collect();
         Self {
             code,
             names,
+            readers,
             due: Script::new(include_str!("../../lua/due.lua")),
+            note: Script::new(include_str!("../../lua/note.lua")),
         }
     }
 
@@ -106,6 +158,13 @@ impl Scripts {
     pub fn call(&self, f: Function, keys: &[&str]) -> Cmd {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(&self.names[f as usize]).arg(keys.len()).arg(keys);
+        cmd
+    }
+
+    /// A call of reader `f` with its keys, ready for its arguments.
+    pub fn read(&self, f: Reader, keys: &[&str]) -> Cmd {
+        let mut cmd = redis::cmd("FCALL_RO");
+        cmd.arg(&self.readers[f as usize]).arg(keys.len()).arg(keys);
         cmd
     }
 
@@ -179,6 +238,10 @@ mod tests {
                 classic.code.contains(&format!("'{name}'")),
                 "{name} is registered"
             );
+        }
+        for f in Reader::ALL {
+            let name = &classic.readers[f as usize];
+            assert!(classic.code.contains(&format!("'{name}'")));
         }
         assert!(classic
             .code

@@ -51,13 +51,14 @@ impl Store {
                 .arg(client)
                 .arg("")
                 .arg(0)
-                .arg(epoch);
+                .arg(epoch)
+                .arg(self.history_len);
             for b in &buckets {
                 call.arg(&b.prefix);
             }
             call
         };
-        let (counts, acked): (Vec<(u64, u64)>, Option<u64>) = self
+        let (counts, acked): (Vec<(u64, u64, String)>, Option<u64>) = self
             .bounded(async {
                 let pool = match &self.backend {
                     Backend::Pooled { pool, .. } => pool,
@@ -67,10 +68,13 @@ impl Store {
                         let calls: Vec<redis::Cmd> =
                             buckets.iter().map(|b| call(&[*b], 0)).collect();
                         let r = Box::pin(cluster::call(c, |conn| async move {
-                            let runs = calls.iter().map(|cmd| {
-                                let mut conn = conn.clone();
-                                async move { scripts.run::<(u64, u64), _>(cmd, &mut conn).await }
-                            });
+                            let runs =
+                                calls.iter().map(|cmd| {
+                                    let mut conn = conn.clone();
+                                    async move {
+                                        scripts.run::<(u64, u64, String), _>(cmd, &mut conn).await
+                                    }
+                                });
                             let counts = futures::future::try_join_all(runs).await?;
                             if self.wait_replicas == 0 {
                                 return Ok((counts, None));
@@ -100,7 +104,9 @@ impl Store {
                     let mut conn = Box::pin(pool.get()).await?;
                     // one Redis: all buckets in one call
                     let call = call(buckets, conn.epoch);
-                    let r = match Box::pin(scripts.run::<(u64, u64), _>(&call, &mut *conn)).await {
+                    let r = match Box::pin(scripts.run::<(u64, u64, String), _>(&call, &mut *conn))
+                        .await
+                    {
                         Ok(counts) if self.wait_replicas > 0 => Box::pin(self.wait(&mut conn))
                             .await
                             .map(|acked| (vec![counts], Some(acked))),
@@ -119,10 +125,13 @@ impl Store {
                 want: self.wait_replicas,
             });
         }
-        let expired = counts.iter().map(|(_, e)| e).sum();
+        let expired = counts.iter().map(|(_, e, _)| e).sum();
         if expired > 0 {
             Metrics::add(&self.metrics.lease_expiries, expired);
         }
-        Ok(counts.iter().map(|(n, _)| n).sum())
+        for (_, _, causes) in &counts {
+            self.metrics.leader_changes(causes);
+        }
+        Ok(counts.iter().map(|(n, _, _)| n).sum())
     }
 }

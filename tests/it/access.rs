@@ -13,10 +13,10 @@ use crate::harness::*;
 use crate::liveness::Nginx;
 
 /// The tokens of the table test, and the grants they hold (named after their role).
-const ADMIN: &str = "admin-secret";
-const READER: &str = "reader-secret";
-const WORKER: &str = "worker-secret";
-const OPERATOR: &str = "operator-secret";
+pub const ADMIN: &str = "admin-secret";
+pub const READER: &str = "reader-secret";
+pub const WORKER: &str = "worker-secret";
+pub const OPERATOR: &str = "operator-secret";
 
 use electiond::access::sha256_hex;
 
@@ -30,7 +30,7 @@ pub fn access_file(name: &str, text: &str) -> PathBuf {
 }
 
 /// Three roles on `team-a/*`, workers acting as `a-*`, and an operator on everything.
-fn grants() -> String {
+pub fn grants() -> String {
     format!(
         r#"
 [[grant]]
@@ -474,6 +474,7 @@ fn spawn_replica(
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"));
     cmd.env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_CONSOLE_ADDR", "")
         .env("ELECTION_REDIS_URL", redis.url())
         .env("ELECTION_KEY_PREFIX", prefix)
         .env("ELECTION_LEASE_TTL_MS", "0")
@@ -710,6 +711,7 @@ async fn no_token_hash_or_redis_password_reaches_the_log_even_at_debug() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
         .env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_CONSOLE_ADDR", "")
         .env("ELECTION_REDIS_URL", &url)
         .env("ELECTION_KEY_PREFIX", prefix("access-secrets"))
         .env("ELECTION_ACCESS_FILE", &file)
@@ -781,6 +783,7 @@ async fn a_mistake_in_the_access_file_stops_the_start_with_one_line() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_electiond"))
         .env("ELECTION_LISTEN_ADDR", "127.0.0.1:0")
         .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_CONSOLE_ADDR", "")
         .env("ELECTION_REDIS_URL", redis.url())
         .env("ELECTION_ACCESS_FILE", &file)
         .output()

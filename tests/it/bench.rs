@@ -23,6 +23,8 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
             "30",
             "--session-ttl-ms",
             "1500",
+            "--listing-elections",
+            "300",
         ])
         .args(["--electiond", env!("CARGO_BIN_EXE_electiond")])
         .output()
@@ -109,4 +111,17 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
         let c = c.as_u64().unwrap_or(0);
         assert!((1..=17).contains(&c), "{fan}");
     }
+    // the listing: each run lists every election it asked for, and Redis logged its steps
+    let listing = &report["listing"];
+    let runs = listing["runs"].as_array().expect("listing runs");
+    assert_eq!(runs.len(), 3, "{listing}");
+    for r in &runs[..2] {
+        assert!(r["listed"].as_u64() >= Some(300), "{listing}");
+        assert!(r["calls"].as_u64() > Some(0), "{listing}");
+    }
+    assert_eq!(
+        runs[2]["listed"].as_u64(),
+        Some(30),
+        "a tenth under team-3/: {listing}"
+    );
 }

@@ -11,6 +11,7 @@ pub fn electiond_binary(port: u16) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_electiond"));
     c.env("ELECTION_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("ELECTION_METRICS_ADDR", "")
+        .env("ELECTION_CONSOLE_ADDR", "")
         .stdout(Stdio::null())
         .kill_on_drop(true);
     c

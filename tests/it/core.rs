@@ -123,7 +123,9 @@ async fn replicas_answer_identically_and_elections_are_independent() {
         .into_iter()
         .flat_map(|e| {
             let k = election_keys("t-ident", e);
-            [k.term, k.leases, k.members]
+            // its bucket's names (what listing reads) and its history of leaders too
+            let names = k.members.replace(":members", ":names");
+            [k.term, k.leases, k.members, k.history, names]
         })
         .collect();
     expected.sort();
@@ -140,6 +142,7 @@ async fn with_no_redis_configured_a_private_one_is_started_and_stopped() {
     let mut s = electiond::config::Settings::defaults();
     s.listen_addr = "127.0.0.1:0".parse().unwrap();
     s.metrics_addr = None;
+    s.console_addr = None;
     assert!(s.redis_url.is_none());
     let replica = Replica::start(s).await;
     let mut c = replica.client("solo", "c1").await;
@@ -415,7 +418,8 @@ async fn bad_input_is_rejected_clearly_and_changes_nothing() {
         .unwrap();
     keys.sort();
     let k = election_keys("t-bad", "bad");
-    let mut expected = [k.leases, k.members, k.term];
+    let names = k.members.replace(":members", ":names");
+    let mut expected = [k.leases, k.members, k.term, k.history, names];
     expected.sort();
     assert_eq!(keys, expected, "rejected calls created no keys");
 }

@@ -62,6 +62,7 @@ impl Proc {
             ])
             .env("ELECTION_LISTEN_ADDR", self.addr.to_string())
             .env("ELECTION_METRICS_ADDR", "")
+            .env("ELECTION_CONSOLE_ADDR", "")
             .env(
                 "ELECTION_REDIS_URL",
                 format!("redis://{}:{}", self.ns.host_ip, self.redis_port),

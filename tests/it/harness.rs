@@ -567,6 +567,7 @@ pub fn bare_settings(prefix: &str) -> Settings {
     s.key_prefix = prefix.to_owned();
     s.listen_addr = "127.0.0.1:0".parse().expect("addr");
     s.metrics_addr = None;
+    s.console_addr = None;
     s
 }
 

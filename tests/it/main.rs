@@ -4,9 +4,11 @@ mod binary;
 mod harness;
 
 mod access;
+mod admin;
 mod bench;
 mod cluster;
 mod compose;
+mod console;
 mod core;
 mod events;
 mod faults;

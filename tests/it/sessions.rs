@@ -786,6 +786,7 @@ fn bare_store(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> electiond::stor
         max_candidates: 1000,
         max_term_bytes: 1 << 20,
         wait_replicas: 0,
+        history_len: 100,
         metrics: Default::default(),
     })
     .expect("store")

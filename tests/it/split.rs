@@ -88,6 +88,7 @@ impl Procs {
         let mut cmd = m.command(env!("CARGO_BIN_EXE_electiond"));
         cmd.env("ELECTION_LISTEN_ADDR", format!("0.0.0.0:{SERVICE_PORT}"))
             .env("ELECTION_METRICS_ADDR", "")
+            .env("ELECTION_CONSOLE_ADDR", "")
             .env("ELECTION_KEY_PREFIX", prefix)
             .env("ELECTION_REDIS_TIMEOUT_MS", "1000")
             .env("ELECTION_LEASE_TTL_MS", "0")

@@ -10,6 +10,7 @@ mod big;
 mod cpu;
 mod etcd;
 mod fanout;
+mod listing;
 mod load;
 mod procs;
 mod report;
@@ -67,13 +68,17 @@ struct Args {
     /// through electiond, when `etcd` is on PATH), fanout, masters (the writes again, on a
     /// Redis Cluster of one master and then of three, one replica), and sessions (workers in
     /// many elections kept alive by per-election calls, then by sessions; on a Redis and two
-    /// replicas of its own).
+    /// replicas of its own), and listing (--listing-elections made, then listed in pages:
+    /// how long each listing step holds Redis).
     #[arg(
         long,
-        default_value = "writes,reads,contention,big,etcd,fanout,masters,sessions",
+        default_value = "writes,reads,contention,big,etcd,fanout,masters,sessions,listing",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
+    /// Listing scenario: elections made, then listed.
+    #[arg(long, default_value_t = 100_000)]
+    listing_elections: usize,
     /// Sessions scenario: workers, each a candidate in every election.
     #[arg(long, default_value_t = 50)]
     session_workers: usize,
@@ -282,6 +287,9 @@ async fn run(args: Args) -> Result<Report, String> {
     if want("sessions") {
         report.sessions = Some(sessions::sessions(&args).await?);
     }
+    if want("listing") {
+        report.listing = Some(listing::listing(&args, &channels, &redis_url).await?);
+    }
     report.replicas = replica_figures(&redis_url, &pids).await;
     Ok(report)
 }
@@ -382,6 +390,7 @@ fn direct_store(source: electiond::store::Source, prefix: &str) -> Result<Store,
         source,
         ca_cert: None,
         wait_replicas: 0,
+        history_len: 100,
         key_prefix: format!("{prefix}-direct"),
         pool_size: 16,
         timeout: Duration::from_secs(2),

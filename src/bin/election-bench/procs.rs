@@ -187,6 +187,7 @@ pub async fn start_replica_with(
         .env("ELECTION_KEY_PREFIX", prefix)
         .env("ELECTION_LOG_LEVEL", "warn")
         .env("ELECTION_METRICS_ADDR", "127.0.0.1:0")
+        .env("ELECTION_CONSOLE_ADDR", "")
         .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

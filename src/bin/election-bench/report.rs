@@ -135,6 +135,7 @@ pub struct Report {
     pub etcd: Option<Comparison>,
     pub fanout: Option<FanOut>,
     pub sessions: Option<super::sessions::Sessions>,
+    pub listing: Option<super::listing::Listing>,
     pub replicas: Vec<Replica>,
 }
 
@@ -157,6 +158,7 @@ impl Report {
             etcd: None,
             fanout: None,
             sessions: None,
+            listing: None,
             replicas: Vec::new(),
         }
     }
@@ -286,6 +288,9 @@ impl Report {
         }
         if let Some(s) = &self.sessions {
             out.push_str(&s.table());
+        }
+        if let Some(l) = &self.listing {
+            out.push_str(&l.table());
         }
         if !self.replicas.is_empty() {
             let _ = writeln!(out, "\nreplicas at the end:");
