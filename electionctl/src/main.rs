@@ -41,6 +41,9 @@ struct Cli {
     /// PEM private key of --cert.
     #[arg(long, env = "ELECTION_KEY", global = true, requires = "cert")]
     key: Option<PathBuf>,
+    /// How `ls` and `history` print: one JSON line each, or aligned columns for people.
+    #[arg(long, value_enum, default_value = "json", global = true)]
+    output: Output,
     /// Bound on one call, connecting included (for example 500ms, 5s).
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
     timeout: Duration,
@@ -48,8 +51,29 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Json,
+    Table,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// List elections: name, term id, leader, candidates, when it last changed.
+    Ls {
+        /// Only elections whose name starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// The election's last changes of leader, newest first: term id, new leader, when, why
+    /// (enter, withdraw, expired, evict, anoint, promote, restore, delete).
+    History {
+        /// The election's name.
+        name: String,
+        /// At most this many (0: all the service keeps).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
     /// Print the election's term as one JSON line.
     Get {
         /// The election's name.
@@ -208,6 +232,16 @@ async fn main() -> ExitCode {
     };
     // a command that answers with a term prints it as one JSON line
     let answered = match &cli.command {
+        Command::Ls { prefix } => return listed(&c, prefix, cli.output).await,
+        Command::History { name, limit } => {
+            return match c.history(name, *limit).await {
+                Ok(changes) => {
+                    print_history(&changes, cli.output);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            }
+        }
         Command::Get { name } => c.get(name).await.map(Some),
         Command::Snapshot { name } => c.snapshot(name).await.map(Some),
         Command::Enter { name, id } => c.enter(name, id).await.map(Some),
@@ -279,7 +313,75 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e @ (Error::InvalidArgument(_) | Error::Config(_))) => fail(e, USAGE),
-        Err(e) => fail(e, SERVICE_ERROR),
+        Err(e) => failed(e),
+    }
+}
+
+fn failed(e: Error) -> ExitCode {
+    match e {
+        e @ (Error::InvalidArgument(_) | Error::Config(_)) => fail(e, USAGE),
+        e => fail(e, SERVICE_ERROR),
+    }
+}
+
+/// Every page of the listing: JSON lines as each page comes, or one table at the end.
+async fn listed(c: &Client, prefix: &str, output: Output) -> ExitCode {
+    let mut token: Option<String> = None;
+    let mut rows = Vec::new();
+    let now = std::time::SystemTime::now();
+    loop {
+        let page = match c.list(prefix, 0, token.as_deref()).await {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        for e in &page.elections {
+            match output {
+                Output::Json => println!("{}", json::election(e)),
+                Output::Table => rows.push(vec![
+                    json::shown(&e.name),
+                    e.id.to_string(),
+                    json::shown(e.leader.as_deref().unwrap_or("")),
+                    e.candidates.to_string(),
+                    json::when(e.changed, now),
+                ]),
+            }
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    if output == Output::Table {
+        let header = ["NAME", "TERM", "LEADER", "CANDIDATES", "CHANGED"];
+        print!("{}", json::table(&header, &rows));
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_history(changes: &[electiond_client::Change], output: Output) {
+    match output {
+        Output::Json => {
+            for c in changes {
+                println!("{}", json::change(c));
+            }
+        }
+        Output::Table => {
+            let now = std::time::SystemTime::now();
+            let rows: Vec<Vec<String>> = changes
+                .iter()
+                .map(|c| {
+                    vec![
+                        json::when(c.at, now),
+                        c.id.to_string(),
+                        json::shown(c.leader.as_deref().unwrap_or("")),
+                        c.cause.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                json::table(&["WHEN", "TERM", "LEADER", "CAUSE"], &rows)
+            );
+        }
     }
 }

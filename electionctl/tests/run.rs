@@ -587,3 +587,92 @@ async fn a_client_certificate_is_the_credential_with_cert_and_key() {
     assert!(err.contains("unauthenticated"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn ls_and_history_say_which_elections_exist_who_leads_and_why_it_changed() {
+    let redis = RedisServer::start().await;
+    let a = Replica::start(with_ttl(&redis, "ctl-ls")).await;
+    let c = Client::builder([format!("http://{}", a.addr)])
+        .build()
+        .expect("client");
+    // more than one page of the service's default of 100
+    for i in 0..150 {
+        c.enter(&format!("batch/{i:03}"), "w").await.expect("enter");
+    }
+    c.enter("nightly-report", "host-a").await.expect("enter");
+    c.enter("nightly-report", "host-b").await.expect("enter");
+    c.anoint("nightly-report", "host-b").await.expect("anoint");
+    c.withdraw("nightly-report", "host-b")
+        .await
+        .expect("withdraw");
+
+    let run = |args: Vec<&'static str>| {
+        let mut cmd = ctl(&a);
+        cmd.args(args);
+        async move {
+            let out = cmd.output().await.expect("runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).expect("utf-8")
+        }
+    };
+    let all = run(vec!["ls"]).await;
+    assert_eq!(all.lines().count(), 151, "every election, over the pages");
+    let batch = run(vec!["ls", "--prefix", "batch/"]).await;
+    assert_eq!(batch.lines().count(), 150);
+    let nightly = run(vec!["ls", "--prefix", "nightly"]).await;
+    let line: serde_json::Value = serde_json::from_str(nightly.trim()).expect("one JSON line");
+    assert_eq!(line["name"], "nightly-report");
+    assert_eq!(line["id"], 3);
+    assert_eq!(line["leader"], "host-a");
+    assert_eq!(line["candidates"], 1);
+    assert!(
+        nightly.starts_with(
+            r#"{"name":"nightly-report","id":3,"leader":"host-a","candidates":1,"timestamp":"20"#
+        ),
+        "{nightly}"
+    );
+
+    // newest first: withdraw (back to host-a, id 3), anoint (host-b, 2), enter (host-a, 1)
+    let history = run(vec!["history", "nightly-report"]).await;
+    let changes: Vec<(u64, String, String)> = history
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            (
+                v["id"].as_u64().expect("id"),
+                v["leader"].as_str().expect("leader").to_owned(),
+                v["cause"].as_str().expect("cause").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (3, "host-a".into(), "withdraw".into()),
+            (2, "host-b".into(), "anoint".into()),
+            (1, "host-a".into(), "enter".into()),
+        ]
+    );
+
+    // for people: aligned columns under a header
+    let table = run(vec!["--output", "table", "history", "nightly-report"]).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let column = lines[0].find("CAUSE").expect("a CAUSE column");
+    assert!(lines[1..].iter().all(|l| l.len() > column), "{table}");
+    assert_eq!(&lines[1][column..], "withdraw");
+    assert!(lines[1].contains(" ago)"), "{table}");
+    let table = run(vec!["--output", "table", "ls", "--prefix", "nightly"]).await;
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("nightly-report  3 ")),
+        "{table}"
+    );
+}
