@@ -22,6 +22,7 @@ COPY --from=build /src/target/release/electiond /usr/local/bin/electiond
 COPY --from=build /src/target/release/electionctl /usr/local/bin/electionctl
 USER 10001
 ENV ELECTION_LISTEN_ADDR=0.0.0.0:5678 \
-    ELECTION_METRICS_ADDR=0.0.0.0:9090
-EXPOSE 5678 9090
+    ELECTION_METRICS_ADDR=0.0.0.0:9090 \
+    ELECTION_CONSOLE_ADDR=0.0.0.0:8080
+EXPOSE 5678 8080 9090
 ENTRYPOINT ["/usr/local/bin/electiond"]

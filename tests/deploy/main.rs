@@ -44,6 +44,7 @@ async fn the_compose_deployment_serves_through_faults() {
     every_call(&stack).await;
     events_through_the_balancer(&stack).await;
     metrics_from_inside(&stack);
+    seen_from_the_cli_and_the_console(&stack).await;
     a_replica_stopped_under_load(&stack).await;
     redis_killed_under_load(&stack).await;
     balancer_restarted_while_a_replica_is_down(&stack).await;
@@ -144,6 +145,85 @@ fn metrics_from_inside(stack: &Stack) {
     let streams = stack.metric("electiond-1", "electiond_events_streams_open");
     assert!(calls > 0.0, "electiond-1 counted no calls");
     eprintln!("electiond-1: {calls} calls, {streams} open streams (metrics read from inside)");
+}
+
+/// What the on-call engineer asks, answered by `electionctl` inside a container and by the
+/// console through the balancer: which elections exist, who leads each, and why it changed;
+/// and the console's live feed passes the balancer.
+async fn seen_from_the_cli_and_the_console(stack: &Stack) {
+    let mut a = client(stack.addr, "nightly-report", "host-a", CALL_TIMEOUT).await;
+    a.enter().await.expect("Enter");
+    a.acting_as("nightly-report", "host-b")
+        .enter()
+        .await
+        .expect("Enter");
+    let ctl = |args: &[&str]| {
+        let mut cmd = vec!["electionctl", "--endpoints", "lb:5678"];
+        cmd.extend_from_slice(args);
+        stack.exec("electiond-1", &cmd)
+    };
+    let listed = ctl(&["ls", "--prefix", "nightly"]);
+    assert!(
+        listed.starts_with(
+            r#"{"name":"nightly-report","id":1,"leader":"host-a","candidates":2,"timestamp":""#
+        ),
+        "{listed}"
+    );
+    let table = ctl(&["ls", "--output", "table"]);
+    assert!(table.starts_with("NAME "), "{table}");
+
+    let http = reqwest::Client::new();
+    let console = format!("http://{}", stack.console);
+    let page = http.get(&console).send().await.expect("the console page");
+    assert!(page.status().is_success());
+    // the live feed: subscribed, then a change made through gRPC arrives through nginx
+    let mut feed = http
+        .post(format!("{console}/api/watch"))
+        .json(&serde_json::json!({ "names": ["nightly-report"] }))
+        .send()
+        .await
+        .expect("watch");
+    assert!(feed.status().is_success(), "{}", feed.status());
+    let mut seen = String::new();
+    while !seen.contains("event: ready") {
+        let chunk = tokio::time::timeout(CALL_TIMEOUT, feed.chunk())
+            .await
+            .expect("ready in time")
+            .expect("stream")
+            .expect("open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let anointed = Instant::now();
+    a.anoint("host-b").await.expect("Anoint");
+    while !seen.contains("\"leader\":\"host-b\"") {
+        let chunk = tokio::time::timeout(CALL_TIMEOUT, feed.chunk())
+            .await
+            .expect("the change in time")
+            .expect("stream")
+            .expect("open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    eprintln!(
+        "an Anoint reached the console's feed through the balancer in {:.1?}",
+        anointed.elapsed()
+    );
+    let detail: serde_json::Value = http
+        .get(format!("{console}/api/election?name=nightly-report"))
+        .send()
+        .await
+        .expect("election")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["leader"], "host-b");
+    assert_eq!(detail["history"][0]["cause"], "anoint");
+    let history = ctl(&["history", "nightly-report"]);
+    let first = history.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(r#"{"id":2,"leader":"host-b","timestamp":""#)
+            && first.ends_with(r#""cause":"anoint"}"#),
+        "{history}"
+    );
 }
 
 /// A replica stopped and started again while writers and readers run: every unary call

@@ -88,6 +88,8 @@ pub struct Stack {
     files: Vec<PathBuf>,
     /// The balancer's published address, on 127.0.0.1.
     pub addr: SocketAddr,
+    /// The balancer's published console address, on 127.0.0.1.
+    pub console: SocketAddr,
 }
 
 impl Stack {
@@ -99,6 +101,7 @@ impl Stack {
             project: project.to_owned(),
             files: files.iter().map(|f| Path::new(ROOT).join(f)).collect(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            console: SocketAddr::from(([127, 0, 0, 1], crate::harness::free_port())),
         };
         // a project left by an earlier, killed run would hold the names
         stack.down();
@@ -112,6 +115,7 @@ impl Stack {
         let mut cmd = Command::new("docker-compose");
         cmd.current_dir(ROOT)
             .env("ELECTIOND_PUBLISH", self.addr.to_string())
+            .env("ELECTIOND_CONSOLE_PUBLISH", self.console.to_string())
             .arg("-p")
             .arg(&self.project);
         for f in &self.files {

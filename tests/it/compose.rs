@@ -66,13 +66,25 @@ fn the_compose_deployment_is_consistent_with_the_service() {
             nginx.contains(&format!("server {name}:{port}")),
             "nginx must send to {name} on the port it listens on ({port})"
         );
+        let console = settings
+            .console_addr
+            .as_deref()
+            .expect("the console is on")
+            .rsplit_once(':')
+            .map(|(host, port)| (host.to_owned(), port.to_owned()))
+            .expect("host:port");
+        assert_eq!(console.0, "0.0.0.0", "reachable from the balancer");
+        assert!(
+            nginx.contains(&format!("server {name}:{}", console.1)),
+            "nginx must send the console to {name} on its console port"
+        );
         assert_eq!(settings.redis_url.as_deref(), Some("redis://redis:6379"));
         assert!(
             settings.drain_timeout_ms < 15_000,
             "drain fits in stop_grace_period"
         );
     }
-    // one published port, the load balancer's, speaking gRPC to the replicas
+    // the load balancer's ports, gRPC and the console, are the only ones published
     let ports: Vec<&str> = services["lb"]["ports"]
         .as_sequence()
         .expect("lb ports")
@@ -80,8 +92,16 @@ fn the_compose_deployment_is_consistent_with_the_service() {
         .filter_map(|v| v.as_str())
         .collect();
     // on loopback unless the operator chooses otherwise
-    assert_eq!(ports, ["${ELECTIOND_PUBLISH:-127.0.0.1:5678}:5678"]);
+    assert_eq!(
+        ports,
+        [
+            "${ELECTIOND_PUBLISH:-127.0.0.1:5678}:5678",
+            "${ELECTIOND_CONSOLE_PUBLISH:-127.0.0.1:8080}:8080"
+        ]
+    );
     assert!(nginx.contains("listen 5678") && nginx.contains("grpc_pass grpc://electiond"));
+    // the console's live changes pass the balancer as they come
+    assert!(nginx.contains("listen 8080") && nginx.contains("proxy_buffering off"));
 
     let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
         .expect("Dockerfile");
