@@ -9,6 +9,7 @@ COPY lua lua
 COPY src src
 COPY client client
 COPY electionctl electionctl
+COPY bench bench
 RUN cargo build --release --locked --bin electiond --bin electionctl
 
 # Runtime stage: a small Debian with CA roots (for rediss://) and curl (to read /metrics from

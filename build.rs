@@ -51,11 +51,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&served)
         .compile_fds(fds)?;
 
-    // election-bench's client for etcd's election API (the comparison); not served
-    let etcd = protox::compile(["proto/etcd/v3election.proto"], ["proto"])?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(false)
-        .compile_fds(etcd)?;
     Ok(())
 }

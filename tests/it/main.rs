@@ -5,7 +5,6 @@ mod harness;
 
 mod access;
 mod admin;
-mod bench;
 mod cluster;
 mod compose;
 mod console;

@@ -1,10 +1,18 @@
 //! A few seconds of the benchmark tool, to keep it working (no figure is asserted: timing
 //! stays out of the tests).
 
+use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
+    // `cargo test` at the workspace root builds the service beside the tool
+    let electiond = Path::new(env!("CARGO_BIN_EXE_election-bench")).with_file_name("electiond");
+    assert!(
+        electiond.exists(),
+        "{} is not built: run `cargo test` at the workspace root, or `cargo build --bin electiond` first",
+        electiond.display()
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_election-bench"))
         .args(["--duration", "0.5", "--clients", "4", "--elections", "20"])
         .args([
@@ -26,7 +34,8 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
             "--listing-elections",
             "300",
         ])
-        .args(["--electiond", env!("CARGO_BIN_EXE_electiond")])
+        .arg("--electiond")
+        .arg(&electiond)
         .output()
         .expect("election-bench starts");
     assert!(
