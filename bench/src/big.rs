@@ -33,16 +33,7 @@ pub async fn big_election(
             let id = ids[k * 997 % ids.len()].clone();
             Box::new(move |_| {
                 let (mut c, id) = (c.clone(), id.clone());
-                Box::pin(async move {
-                    let req = epb::GetTermRequest {
-                        header: header(name, &id),
-                        input: Some(epb::GetTermInput {}),
-                    };
-                    c.get_term(signed(req))
-                        .await
-                        .map(|_| ())
-                        .map_err(|s| s.to_string())
-                })
+                Box::pin(async move { grpc_get_term(&mut c, name, &id).await })
             })
         }))
         .await;

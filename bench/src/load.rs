@@ -26,6 +26,22 @@ pub(crate) async fn grpc_enter_withdraw(
     r.map_err(|s| s.to_string())
 }
 
+/// A GetTerm of `election` as client `id` (none when empty).
+pub(crate) async fn grpc_get_term(
+    c: &mut Grpc<Channel>,
+    election: &str,
+    id: &str,
+) -> Result<(), String> {
+    let req = epb::GetTermRequest {
+        header: header(election, id),
+        input: Some(epb::GetTermInput {}),
+    };
+    c.get_term(signed(req))
+        .await
+        .map(|_| ())
+        .map_err(|s| s.to_string())
+}
+
 /// `n` HTTP/2 connections to `addr`, which the clients share round robin.
 pub(crate) async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String> {
     let mut out = Vec::with_capacity(n);

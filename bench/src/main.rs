@@ -10,6 +10,7 @@ mod big;
 mod cpu;
 mod etcd;
 mod fanout;
+mod floor;
 mod listing;
 mod load;
 mod procs;
@@ -35,7 +36,9 @@ use electiond::proto::atomix::primitive::election::leader_election_service_clien
 use electiond::store::{Op, Store, StoreConfig};
 
 use fanout::fan_out;
-use load::{connect, drive, grpc_enter_withdraw, populate, populate_direct, progress};
+use load::{
+    connect, drive, grpc_enter_withdraw, grpc_get_term, populate, populate_direct, progress,
+};
 use report::{FanOut, Latency, Load, Replica, Report};
 
 #[derive(Parser, Debug, Clone)]
@@ -68,14 +71,20 @@ struct Args {
     /// through electiond, when `etcd` is on PATH), fanout, masters (the writes again, on a
     /// Redis Cluster of one master and then of three, one replica), and sessions (workers in
     /// many elections kept alive by per-election calls, then by sessions; on a Redis and two
-    /// replicas of its own), and listing (--listing-elections made, then listed in pages:
-    /// how long each listing step holds Redis).
+    /// replicas of its own), listing (--listing-elections made, then listed in pages:
+    /// how long each listing step holds Redis), and floor (the same stack doing the least it
+    /// can: a server answering a fixed term under the reads' and writes' calls, and a Redis
+    /// function returning 1; their ratios to reads and writes of the same run).
     #[arg(
         long,
-        default_value = "writes,reads,contention,big,etcd,fanout,masters,sessions,listing",
+        default_value = "writes,reads,contention,big,etcd,fanout,masters,sessions,listing,floor",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
+    /// Serve the floor (a fixed answer to every election call, no storage) on this address
+    /// until killed: what the floor scenario starts this binary as.
+    #[arg(long, hide = true)]
+    serve_floor: Option<SocketAddr>,
     /// Listing scenario: elections made, then listed.
     #[arg(long, default_value_t = 100_000)]
     listing_elections: usize,
@@ -123,9 +132,26 @@ pub(crate) fn signed<T>(message: T) -> tonic::Request<T> {
     r
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    if let Some(addr) = args.serve_floor {
+        if let Err(e) = floor::serve(addr) {
+            eprintln!("election-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("election-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    rt.block_on(bench(args));
+}
+
+async fn bench(args: Args) {
     match run(args.clone()).await {
         Ok(report) => {
             if args.json {
@@ -214,16 +240,7 @@ async fn run(args: Args) -> Result<Report, String> {
                     Box::new(move |i| {
                         let name = format!("r-{}", (k * 7919 + i as usize) % e);
                         let mut c = c.clone();
-                        Box::pin(async move {
-                            let req = epb::GetTermRequest {
-                                header: header(&name, ""),
-                                input: Some(epb::GetTermInput {}),
-                            };
-                            c.get_term(signed(req))
-                                .await
-                                .map(|_| ())
-                                .map_err(|s| s.to_string())
-                        })
+                        Box::pin(async move { grpc_get_term(&mut c, &name, "").await })
                     })
                 },
             ))
@@ -289,6 +306,9 @@ async fn run(args: Args) -> Result<Report, String> {
     }
     if want("listing") {
         report.listing = Some(listing::listing(&args, &channels, &redis_url).await?);
+    }
+    if want("floor") {
+        report.floor = Some(floor::floor(&args, &redis_url, &report.loads, duration).await?);
     }
     report.replicas = replica_figures(&redis_url, &pids).await;
     Ok(report)

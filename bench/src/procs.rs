@@ -195,14 +195,20 @@ pub async fn start_replica_with(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    wait_for_port(addr).await?;
+    Ok((Proc { child }, addr))
+}
+
+/// Waits until something accepts connections on `addr`, for at most 10 s.
+pub async fn wait_for_port(addr: SocketAddr) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         if Instant::now() > deadline {
-            return Err(format!("replica on {addr} did not start"));
+            return Err(format!("nothing listens on {addr}"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok((Proc { child }, addr))
+    Ok(())
 }
 
 /// Resident memory of a process, in KiB (Linux).

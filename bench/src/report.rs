@@ -136,6 +136,7 @@ pub struct Report {
     pub fanout: Option<FanOut>,
     pub sessions: Option<super::sessions::Sessions>,
     pub listing: Option<super::listing::Listing>,
+    pub floor: Option<super::floor::Floor>,
     pub replicas: Vec<Replica>,
 }
 
@@ -159,6 +160,7 @@ impl Report {
             fanout: None,
             sessions: None,
             listing: None,
+            floor: None,
             replicas: Vec::new(),
         }
     }
@@ -291,6 +293,9 @@ impl Report {
         }
         if let Some(l) = &self.listing {
             out.push_str(&l.table());
+        }
+        if let Some(f) = &self.floor {
+            out.push_str(&f.table());
         }
         if !self.replicas.is_empty() {
             let _ = writeln!(out, "\nreplicas at the end:");

@@ -133,4 +133,18 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
         Some(30),
         "a tenth under team-3/: {listing}"
     );
+    // the floor: served and measured, with its ratios to this run's reads and writes
+    let floor = &report["floor"];
+    for phase in ["reads", "writes", "minimal_function"] {
+        assert!(floor[phase]["count"].as_u64() > Some(0), "{floor}");
+        assert_eq!(floor[phase]["failed"].as_u64(), Some(0), "{floor}");
+    }
+    for ratio in [
+        "replica_ratio_reads",
+        "replica_ratio_writes",
+        "redis_ratio_reads",
+        "redis_ratio_writes",
+    ] {
+        assert!(floor[ratio].as_f64() > Some(0.0), "{ratio}: {floor}");
+    }
 }

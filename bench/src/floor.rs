@@ -1,0 +1,321 @@
+//! The floor: what the same stack costs doing the least it can, measured in the same run as
+//! the service, so that every figure has a ratio that holds on any host.
+//!
+//! - The floor server: this binary, started again with `--serve-floor`, serves the election
+//!   API with tonic and prost on the runtime `electiond` uses, answering every call with one
+//!   fixed term, with no storage. The same generator drives it with the reads' and the writes'
+//!   calls; its CPU per call is the least a replica could spend on them.
+//! - The minimal function: a Redis function that returns 1, called by 16 connections of one
+//!   call in flight each (no pipelining). Redis's CPU per call is the least a function call
+//!   can cost it.
+
+use serde::Serialize;
+use tokio::process::Command;
+use tonic::{Request, Response, Status};
+
+use electiond::proto::atomix::primitive::election::leader_election_service_server::{
+    LeaderElectionService, LeaderElectionServiceServer,
+};
+
+use super::cpu::{Meter, PerCall};
+use super::report::Measured;
+use super::*;
+
+/// The floor's figures, and the service's beside them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    /// The floor server under the reads' calls (GetTerm).
+    pub reads: Latency,
+    pub reads_cpu: Option<PerCall>,
+    /// The floor server under the writes' calls (Enter and Withdraw alternating).
+    pub writes: Latency,
+    pub writes_cpu: Option<PerCall>,
+    /// Replica CPU per call ÷ the floor server's, for the reads and writes of this run.
+    pub replica_ratio_reads: Option<f64>,
+    pub replica_ratio_writes: Option<f64>,
+    /// The minimal function at 16 connections.
+    pub minimal_function: Latency,
+    pub minimal_function_cpu: Option<PerCall>,
+    /// Redis CPU per GetTerm, and per write, ÷ its CPU per minimal function call.
+    pub redis_ratio_reads: Option<f64>,
+    pub redis_ratio_writes: Option<f64>,
+}
+
+impl Floor {
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let us = |c: &Option<PerCall>, f: fn(&PerCall) -> Option<f64>| {
+            c.as_ref()
+                .and_then(f)
+                .map_or("-".to_owned(), |v| format!("{v:.1}"))
+        };
+        let ratio = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.2}x"));
+        let _ = writeln!(out, "\nthe floor (same stack, least work), same run:");
+        let _ = writeln!(
+            out,
+            "  floor server: reads {:.0}/s at {} µs of its CPU per call; writes {:.0}/s at {} µs",
+            self.reads.per_second,
+            us(&self.reads_cpu, |c| Some(c.replicas_us)),
+            self.writes.per_second,
+            us(&self.writes_cpu, |c| Some(c.replicas_us)),
+        );
+        let _ = writeln!(
+            out,
+            "  replica ÷ floor server, CPU per call: reads {}, writes {}",
+            ratio(self.replica_ratio_reads),
+            ratio(self.replica_ratio_writes)
+        );
+        let _ = writeln!(
+            out,
+            "  minimal function (return 1), 16 connections: {:.0}/s at {} µs of Redis CPU per call",
+            self.minimal_function.per_second,
+            us(&self.minimal_function_cpu, |c| c.redis_us),
+        );
+        let _ = writeln!(
+            out,
+            "  Redis CPU per call ÷ the minimal function's: GetTerm {}, write {}",
+            ratio(self.redis_ratio_reads),
+            ratio(self.redis_ratio_writes)
+        );
+        out
+    }
+}
+
+/// One fixed term, as a replica would answer for an election of one candidate.
+fn term() -> Option<epb::Term> {
+    Some(epb::Term {
+        id: Some(pb::meta::Epoch { value: 1 }),
+        timestamp: Some(prost_types::Timestamp {
+            seconds: 1_796_000_000,
+            nanos: 123_456_000,
+        }),
+        leader: "c0".to_owned(),
+        candidates: vec!["c0".to_owned()],
+    })
+}
+
+fn header() -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        response_type: pb::ResponseType::Response as i32,
+    })
+}
+
+struct FloorServer;
+
+type Answer<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl LeaderElectionService for FloorServer {
+    async fn enter(&self, _: Request<epb::EnterRequest>) -> Answer<epb::EnterResponse> {
+        Ok(Response::new(epb::EnterResponse {
+            header: header(),
+            output: Some(epb::EnterOutput { term: term() }),
+        }))
+    }
+
+    async fn withdraw(&self, _: Request<epb::WithdrawRequest>) -> Answer<epb::WithdrawResponse> {
+        Ok(Response::new(epb::WithdrawResponse {
+            header: header(),
+            output: Some(epb::WithdrawOutput { term: term() }),
+        }))
+    }
+
+    async fn anoint(&self, _: Request<epb::AnointRequest>) -> Answer<epb::AnointResponse> {
+        Ok(Response::new(epb::AnointResponse {
+            header: header(),
+            output: Some(epb::AnointOutput { term: term() }),
+        }))
+    }
+
+    async fn promote(&self, _: Request<epb::PromoteRequest>) -> Answer<epb::PromoteResponse> {
+        Ok(Response::new(epb::PromoteResponse {
+            header: header(),
+            output: Some(epb::PromoteOutput { term: term() }),
+        }))
+    }
+
+    async fn evict(&self, _: Request<epb::EvictRequest>) -> Answer<epb::EvictResponse> {
+        Ok(Response::new(epb::EvictResponse {
+            header: header(),
+            output: Some(epb::EvictOutput { term: term() }),
+        }))
+    }
+
+    async fn get_term(&self, _: Request<epb::GetTermRequest>) -> Answer<epb::GetTermResponse> {
+        Ok(Response::new(epb::GetTermResponse {
+            header: header(),
+            output: Some(epb::GetTermOutput { term: term() }),
+        }))
+    }
+
+    type EventsStream = futures::stream::Empty<Result<epb::EventsResponse, Status>>;
+
+    async fn events(&self, _: Request<epb::EventsRequest>) -> Answer<Self::EventsStream> {
+        Err(Status::unimplemented("the floor server has no events"))
+    }
+
+    async fn snapshot(&self, _: Request<epb::SnapshotRequest>) -> Answer<epb::SnapshotResponse> {
+        Ok(Response::new(epb::SnapshotResponse {
+            header: header(),
+            snapshot: Some(epb::Snapshot { term: term() }),
+        }))
+    }
+
+    async fn restore(&self, _: Request<epb::RestoreRequest>) -> Answer<epb::RestoreResponse> {
+        Ok(Response::new(epb::RestoreResponse { header: header() }))
+    }
+}
+
+/// Serves the floor on `addr` until killed (`--serve-floor`), on the runtime `electiond`
+/// builds.
+pub fn serve(addr: SocketAddr) -> Result<(), String> {
+    let rt = electiond::runtime().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("floor server: {e}"))?;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            .add_service(LeaderElectionServiceServer::new(FloorServer))
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(|e| format!("floor server: {e}"))
+    })
+}
+
+/// The floor, measured now with the same generator as the reads and writes; `loads` are this
+/// run's loads, for the ratios.
+pub async fn floor(
+    args: &Args,
+    redis_url: &str,
+    loads: &[Load],
+    duration: Duration,
+) -> Result<Floor, String> {
+    let port = procs::free_port().map_err(|e| e.to_string())?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let server = Command::new(exe)
+        .arg("--serve-floor")
+        .arg(addr.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("floor server: {e}"))?;
+    let pid = server.id().ok_or("floor server: no pid")?;
+    procs::wait_for_port(addr).await?;
+    let channels = connect(addr, args.connections).await?;
+    let mut meter = Meter {
+        replicas: vec![pid],
+        redis: None,
+    };
+    let (reads, reads_cpu) = meter
+        .measure(drive("floor: GetTerm", args.clients, duration, |k| {
+            let c = Grpc::new(channels[k % channels.len()].clone());
+            Box::new(move |i| {
+                let name = format!("r-{}", (k * 7919 + i as usize) % 1000);
+                let mut c = c.clone();
+                Box::pin(async move { grpc_get_term(&mut c, &name, "").await })
+            })
+        }))
+        .await;
+    let (writes, writes_cpu) = meter
+        .measure(drive(
+            "floor: Enter/Withdraw",
+            args.clients,
+            duration,
+            |k| {
+                let c = Grpc::new(channels[k % channels.len()].clone());
+                let id = format!("c{k}");
+                Box::new(move |i| {
+                    let (mut c, id) = (c.clone(), id.clone());
+                    let name = format!("w-{}", (k * 7919 + (i as usize) / 2) % 1000);
+                    Box::pin(
+                        async move { grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await },
+                    )
+                })
+            },
+        ))
+        .await;
+    drop(server);
+
+    let (minimal_function, minimal_function_cpu) = minimal_function(redis_url, duration).await?;
+    let load = |name: &str| loads.iter().find(|l| l.scenario == name);
+    let replica_ratio = |name: &str, floor: &Option<PerCall>| {
+        let replica = load(name)?.grpc_cpu.as_ref()?.replicas_us;
+        let floor = floor.as_ref()?.replicas_us;
+        (floor > 0.0).then(|| replica / floor)
+    };
+    let redis_ratio = |name: &str| {
+        let service = load(name)?.grpc_cpu.as_ref()?.redis_us?;
+        let least = minimal_function_cpu.as_ref()?.redis_us?;
+        (least > 0.0).then(|| service / least)
+    };
+    Ok(Floor {
+        replica_ratio_reads: replica_ratio("reads", &reads_cpu),
+        replica_ratio_writes: replica_ratio("writes", &writes_cpu),
+        redis_ratio_reads: redis_ratio("reads"),
+        redis_ratio_writes: redis_ratio("writes"),
+        reads,
+        reads_cpu,
+        writes,
+        writes_cpu,
+        minimal_function,
+        minimal_function_cpu,
+    })
+}
+
+/// Calls of a Redis function that returns 1, from 16 connections with one call in flight
+/// each, measured like the load phases.
+async fn minimal_function(redis_url: &str, duration: Duration) -> Result<Measured, String> {
+    const CONNECTIONS: usize = 16;
+    let client = redis::Client::open(redis_url).map_err(|e| e.to_string())?;
+    let mut conns = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        conns.push(
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let mut load = redis::cmd("FUNCTION");
+    load.arg("LOAD")
+        .arg("REPLACE")
+        .arg("#!lua name=electiond_bench_floor\nredis.register_function('electiond_bench_one', function() return 1 end)");
+    load.query_async::<String>(&mut conns[0])
+        .await
+        .map_err(|e| format!("minimal function: {e}"))?;
+    let mut meter = Meter {
+        replicas: Vec::new(),
+        redis: redis_connection(redis_url).await,
+    };
+    let measured = meter
+        .measure(drive(
+            "minimal function, 16 connections",
+            CONNECTIONS,
+            duration,
+            |k| {
+                let conn = conns[k % conns.len()].clone();
+                Box::new(move |_| {
+                    let mut conn = conn.clone();
+                    Box::pin(async move {
+                        redis::cmd("FCALL")
+                            .arg("electiond_bench_one")
+                            .arg(0)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                })
+            },
+        ))
+        .await;
+    let _ = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("electiond_bench_floor")
+        .query_async::<()>(&mut conns[0])
+        .await;
+    Ok(measured)
+}
