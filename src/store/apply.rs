@@ -130,16 +130,28 @@ impl Store {
                 };
                 loop {
                     let mut conn = Box::pin(pool.get()).await?;
-                    let call = call(conn.epoch);
-                    // with WAIT configured, the confirmation is asked on the same connection,
-                    // so it covers this script's writes
-                    let r = match Box::pin(scripts.run(&call, &mut *conn)).await {
-                        Ok(reply) if self.wait_replicas > 0 => Box::pin(self.wait(&mut conn))
-                            .await
-                            .map(|acked| (reply, Some(acked))),
-                        r => r.map(|reply| (reply, None)),
+                    let r = if self.wait_replicas == 0 {
+                        // shared: the pooled object goes back at once, and calls made meanwhile
+                        // pipeline on the same socket (see pool.rs)
+                        let mut shared = conn.share();
+                        drop(conn);
+                        let call = call(shared.epoch);
+                        let r = Box::pin(scripts.run(&call, &mut shared)).await;
+                        shared.check(r.map(|reply| (reply, None)))
+                    } else {
+                        // with WAIT configured, the confirmation is asked on the same connection,
+                        // so it covers this script's writes; WAIT blocks the connection in Redis,
+                        // so the call keeps it to itself
+                        let call = call(conn.epoch);
+                        let r = match Box::pin(scripts.run(&call, &mut *conn)).await {
+                            Ok(reply) => Box::pin(self.wait(&mut conn))
+                                .await
+                                .map(|acked| (reply, Some(acked))),
+                            Err(e) => Err(e),
+                        };
+                        pool::check(conn, r)
                     };
-                    match pool::check(conn, r) {
+                    match r {
                         Err(e) if retries > 0 && pool::breaks_connection(&e) => retries -= 1,
                         r => return Ok(r?),
                     }

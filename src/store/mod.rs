@@ -244,8 +244,11 @@ impl Store {
                 (Target::Sentinel(sentinels), manager)
             }
         };
+        // the most recently returned connection first: calls that share connections (see
+        // pool.rs) then crowd onto one or two, and pipeline there
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            .queue_mode(deadpool::managed::QueueMode::Lifo)
             .wait_timeout(Some(config.timeout))
             .create_timeout(Some(config.timeout))
             .recycle_timeout(Some(config.timeout))

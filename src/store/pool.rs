@@ -7,10 +7,20 @@
 //! command failed at the connection level is taken out of the pool instead of returned, so a
 //! broken connection costs at most the one call that found it broken.
 //!
+//! The connections are redis-rs multiplexed connections, built to pipeline many callers'
+//! commands over one socket. An operation that needs the connection to itself (a `WAIT` after
+//! its function, which blocks the connection in Redis until replicas confirm) holds its pooled
+//! object for the whole call. Any other takes a handle to a pooled connection and gives the
+//! object back at once ([`MasterConnection::share`]), so concurrent calls pipeline on a few
+//! sockets: one write and one read carry many calls, for the replica and for Redis. A shared
+//! connection that breaks fails only the calls already on it: the first to see it break marks
+//! it, and the pool drops it the next time it hands it out (see `recycle`).
+//!
 //! While Redis cannot be reached, connecting is not tried on every call: after a failed
 //! attempt the next waits 25 ms, doubling up to 500 ms, and calls in between fail at once. An
 //! outage under load then costs a few connection attempts a second, not one per call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -44,13 +54,72 @@ pub enum Connect {
     Sentinel(Arc<Sentinels>),
 }
 
+/// Sends a type's commands on its multiplexed connection (its field `conn`).
+macro_rules! delegate_connection {
+    ($t:ty) => {
+        impl ConnectionLike for $t {
+            fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+                self.conn.req_packed_command(cmd)
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                pipeline: &'a Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                self.conn.req_packed_commands(pipeline, offset, count)
+            }
+
+            fn get_db(&self) -> i64 {
+                self.conn.get_db()
+            }
+        }
+    };
+}
+
 /// A pooled connection to a master, with the failover epoch under which that Redis is master
 /// (0 for one Redis): every function call made on it carries the epoch.
 pub struct MasterConnection {
     conn: MultiplexedConnection,
     /// The master's failover epoch when the connection was made.
     pub epoch: u64,
+    /// Set by a call that found the connection broken while others shared it.
+    broken: Arc<AtomicBool>,
 }
+
+/// A call's handle on a pooled connection that other calls share (see the module's doc).
+pub struct Shared {
+    conn: MultiplexedConnection,
+    /// As [`MasterConnection::epoch`].
+    pub epoch: u64,
+    broken: Arc<AtomicBool>,
+}
+
+impl MasterConnection {
+    /// A handle on this connection for one call; the pooled object can go back at once.
+    pub fn share(&self) -> Shared {
+        Shared {
+            conn: self.conn.clone(),
+            epoch: self.epoch,
+            broken: self.broken.clone(),
+        }
+    }
+}
+
+impl Shared {
+    /// Marks the connection broken when `result` shows it, so that the pool replaces it.
+    pub fn check<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let Err(e) = &result {
+            if breaks_connection(e) {
+                self.broken.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+delegate_connection!(Shared);
 
 impl std::fmt::Debug for MasterConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,24 +129,7 @@ impl std::fmt::Debug for MasterConnection {
     }
 }
 
-impl ConnectionLike for MasterConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.conn.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.conn.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
-    }
-}
+delegate_connection!(MasterConnection);
 
 impl Manager {
     /// A manager connecting as `connect` says.
@@ -108,7 +160,11 @@ impl Manager {
             Connect::Direct(m) => (managed::Manager::create(&**m).await?, 0),
             Connect::Sentinel(sentinels) => sentinels.connect().await?,
         };
-        Ok(MasterConnection { conn, epoch })
+        Ok(MasterConnection {
+            conn,
+            epoch,
+            broken: Arc::default(),
+        })
     }
 }
 
@@ -144,6 +200,10 @@ impl managed::Manager for Manager {
         conn: &mut MasterConnection,
         metrics: &Metrics,
     ) -> RecycleResult<RedisError> {
+        // a call that shared it found it broken
+        if conn.broken.load(Ordering::Relaxed) {
+            return Err(RecycleError::message("the connection broke"));
+        }
         // a Sentinel has named a newer master: this one may still take writes (cut off from
         // the Sentinels, or not yet turned into a replica), but they would be lost
         if let Connect::Sentinel(sentinels) = &self.connect {

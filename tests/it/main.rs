@@ -7,6 +7,7 @@ mod access;
 mod admin;
 mod cluster;
 mod compose;
+mod connections;
 mod console;
 mod core;
 mod events;
