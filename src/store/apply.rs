@@ -2,7 +2,7 @@
 
 use super::decode::escape;
 use super::scripts::Function;
-use super::{cluster, decode_term, pool, Answer, Backend, Op, Store, StoreError};
+use super::{cluster, decode_term, pool, Answer, Backend, ElectionKeys, Op, Store, StoreError};
 use crate::election::{ElectionName, MemberId, Rejection, Term};
 use crate::metrics::Metrics;
 
@@ -47,6 +47,21 @@ impl Store {
             Op::GetTerm => self.recent.get(&keys.term),
             _ => None,
         };
+        // a read that would change nothing needs no function (see `read_plainly`); with WAIT
+        // configured a read runs the function and its WAIT, which refuses the read on a master
+        // cut off from its replicas: a state read there may be lost in the failover to come
+        if matches!(op, Op::GetTerm)
+            && caller.is_none()
+            && known.is_none()
+            && self.wait_replicas == 0
+        {
+            if let Some(raw) = self.read_plainly(&keys, election).await? {
+                return Ok(match self.recent.saw(&keys.term, decode_term(&raw)?) {
+                    Ok(held) => Answer::Held(held),
+                    Err(term) => Answer::Term(term),
+                });
+            }
+        }
         // the call on a master of failover epoch `epoch` (see `next_id` in lua/prelude.lua)
         let call = |epoch: u64| {
             let mut call = scripts.call(
@@ -196,6 +211,69 @@ impl Store {
                 "unknown script status {other:?}"
             ))),
         }
+    }
+
+    /// A GetTerm without a client id, without the function, when it would change nothing: one
+    /// `MULTI` of `TIME`, the term, and two scores of the bucket's lease index: the election's
+    /// earliest lease, and the bucket's earliest session end (its entry `""`, which every
+    /// change of a session keeps). When neither is due, the function would only have read the
+    /// same term (no expiry, no session to end, no lease to refresh), so the term read in the
+    /// same atomic block is the answer; otherwise `None`, and the function runs. An election
+    /// its lease index does not list (no lease granted yet, candidates held by sessions, or
+    /// ones that entered while expiry was off) goes to the function too. Not on a Cluster,
+    /// whose client does not send `MULTI` blocks.
+    async fn read_plainly(
+        &self,
+        keys: &ElectionKeys,
+        election: &ElectionName,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Backend::Pooled { pool, .. } = &self.backend else {
+            return Ok(None);
+        };
+        let expiry = self.lease_ttl_ms > 0;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("TIME").cmd("GET").arg(&keys.term);
+        if expiry {
+            pipe.cmd("ZMSCORE")
+                .arg(&keys.index)
+                .arg(election.as_str())
+                .arg("");
+        }
+        type Read = ((u64, u64), Option<Vec<u8>>, Vec<Option<f64>>);
+        let read = self
+            .bounded(async {
+                let conn = Box::pin(pool.get()).await?;
+                let mut shared = conn.share();
+                drop(conn);
+                let r = if expiry {
+                    pipe.query_async::<Read>(&mut shared).await
+                } else {
+                    pipe.query_async::<((u64, u64), Option<Vec<u8>>)>(&mut shared)
+                        .await
+                        .map(|(time, raw)| (time, raw, Vec::new()))
+                };
+                Ok(shared.check(r)?)
+            })
+            .await;
+        let ((secs, micros), raw, scores) = match read {
+            Ok(r) => r,
+            // the function's path retries on another connection and reports what fails
+            Err(StoreError::Redis(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if expiry {
+            let now_ms = (secs * 1000 + micros / 1000) as f64;
+            let (lease, session) = match scores[..] {
+                [lease, session] => (lease, session),
+                _ => return Ok(None),
+            };
+            let lease_due = lease.is_none_or(|t| t <= now_ms);
+            let session_due = session.is_some_and(|t| t <= now_ms);
+            if lease_due || session_due {
+                return Ok(None);
+            }
+        }
+        Ok(Some(raw.unwrap_or_else(|| b"0 0 0 0\n".to_vec())))
     }
 
     /// Asks Redis how many replicas have every write made so far on `conn` (`WAIT`), waiting
