@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use electiond::election::{ElectionName, Limits, MemberId};
-use electiond::store::{Op, Source, Store, StoreConfig};
+use electiond::store::Op;
 
 use crate::harness::*;
 
@@ -15,25 +15,6 @@ const LIMITS: Limits = Limits {
     max_candidates: 1000,
     max_term_bytes: 1 << 20,
 };
-
-/// The service's store on `redis` with no replica around it, so no sweeper: what expires,
-/// a call expired.
-fn store(redis: &RedisServer, prefix: &str, ttl_ms: u64, pool_size: usize) -> Store {
-    Store::new(&StoreConfig {
-        source: Source::Url(redis.url()),
-        ca_cert: None,
-        key_prefix: prefix.to_owned(),
-        pool_size,
-        timeout: Duration::from_secs(2),
-        lease_ttl_ms: ttl_ms,
-        max_candidates: 1000,
-        max_term_bytes: 1 << 20,
-        wait_replicas: 0,
-        history_len: 100,
-        metrics: Default::default(),
-    })
-    .expect("store")
-}
 
 /// Redis's clock, in ms.
 async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
@@ -47,7 +28,7 @@ async fn a_read_without_a_client_id_ends_a_lease_exactly_when_it_runs_out() {
     // it must still show the leader until the Redis clock passes its lease, and never after
     const TTL: u64 = 600;
     let redis = RedisServer::start().await;
-    let store = store(&redis, &prefix("plain-read"), TTL, 4);
+    let store = bare_store(&redis, &prefix("plain-read"), TTL, 4);
     let mut conn = redis.connection().await;
     let name = ElectionName::parse("plain", &LIMITS).expect("name");
     let first = MemberId::parse("first", "client id", &LIMITS).expect("id");
@@ -131,7 +112,7 @@ async fn a_read_without_a_client_id_ends_a_session_that_ran_out_first() {
     // before it answers
     const TTL: u64 = 500;
     let redis = RedisServer::start().await;
-    let store = store(&redis, &prefix("plain-read-session"), TTL, 4);
+    let store = bare_store(&redis, &prefix("plain-read-session"), TTL, 4);
     let mut conn = redis.connection().await;
     let worker = MemberId::parse("worker", "client id", &LIMITS).expect("id");
     let other = MemberId::parse("other", "client id", &LIMITS).expect("id");
@@ -186,7 +167,7 @@ async fn a_broken_shared_connection_fails_only_the_calls_on_it_and_is_replaced()
     const TASKS: u64 = 48;
     const POOL: usize = 4;
     let redis = RedisServer::start().await;
-    let store = Arc::new(store(&redis, &prefix("shared-kill"), 10_000, POOL));
+    let store = Arc::new(bare_store(&redis, &prefix("shared-kill"), 10_000, POOL));
     let mut admin = redis.connection().await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));

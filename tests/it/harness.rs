@@ -929,6 +929,31 @@ pub fn expect_code<X: std::fmt::Debug>(r: Result<X, Status>, code: Code) -> Stri
     }
 }
 
+/// The service's store on `redis` with no replica around it, and so no sweeper: what expires,
+/// a call expired.
+pub fn bare_store(
+    redis: &RedisServer,
+    prefix: &str,
+    ttl_ms: u64,
+    pool_size: usize,
+) -> electiond::store::Store {
+    use electiond::store::{Source, Store, StoreConfig};
+    Store::new(&StoreConfig {
+        source: Source::Url(redis.url()),
+        ca_cert: None,
+        key_prefix: prefix.to_owned(),
+        pool_size,
+        timeout: Duration::from_secs(2),
+        lease_ttl_ms: ttl_ms,
+        max_candidates: 1000,
+        max_term_bytes: 1 << 20,
+        wait_replicas: 0,
+        history_len: 100,
+        metrics: Default::default(),
+    })
+    .expect("store")
+}
+
 /// A unique key prefix per test, so tests sharing nothing still never collide.
 pub fn prefix(test: &str) -> String {
     format!("t-{test}")

@@ -772,26 +772,6 @@ async fn a_client_crate_worker_in_many_elections_keeps_them_with_one_loop_and_st
     }
 }
 
-/// The service's store on `redis`, with no replica and so no sweeper: what changes, a call
-/// changed.
-fn bare_store(redis: &RedisServer, prefix: &str, ttl_ms: u64) -> electiond::store::Store {
-    use electiond::store::{Source, Store, StoreConfig};
-    Store::new(&StoreConfig {
-        source: Source::Url(redis.url()),
-        ca_cert: None,
-        key_prefix: prefix.to_owned(),
-        pool_size: 4,
-        timeout: Duration::from_secs(2),
-        lease_ttl_ms: ttl_ms,
-        max_candidates: 1000,
-        max_term_bytes: 1 << 20,
-        wait_replicas: 0,
-        history_len: 100,
-        metrics: Default::default(),
-    })
-    .expect("store")
-}
-
 #[tokio::test]
 async fn with_no_sweeper_every_call_ends_what_ran_out_first() {
     use electiond::election::{ElectionName, Limits, MemberId};
@@ -804,7 +784,7 @@ async fn with_no_sweeper_every_call_ends_what_ran_out_first() {
         max_term_bytes: 1 << 20,
     };
     let redis = RedisServer::start().await;
-    let store = bare_store(&redis, &prefix("sessions-bare"), TTL);
+    let store = bare_store(&redis, &prefix("sessions-bare"), TTL, 4);
     let worker = MemberId::parse("worker", "client id", &limits).expect("id");
     let names: Vec<ElectionName> = (0..40)
         .map(|i| ElectionName::parse(&format!("bare-{i}"), &limits).expect("name"))
