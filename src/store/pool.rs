@@ -11,7 +11,7 @@
 //! commands over one socket. An operation that needs the connection to itself (a `WAIT` after
 //! its function, which blocks the connection in Redis until replicas confirm) holds its pooled
 //! object for the whole call. Any other takes a handle to a pooled connection and gives the
-//! object back at once ([`MasterConnection::share`]), so concurrent calls pipeline on a few
+//! object back at once ([`MasterConnection::share`], a clone), so concurrent calls pipeline on a few
 //! sockets: one write and one read carry many calls, for the replica and for Redis. A shared
 //! connection that breaks fails only the calls already on it: the first to see it break marks
 //! it, and the pool drops it the next time it hands it out (see `recycle`).
@@ -54,32 +54,10 @@ pub enum Connect {
     Sentinel(Arc<Sentinels>),
 }
 
-/// Sends a type's commands on its multiplexed connection (its field `conn`).
-macro_rules! delegate_connection {
-    ($t:ty) => {
-        impl ConnectionLike for $t {
-            fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-                self.conn.req_packed_command(cmd)
-            }
-
-            fn req_packed_commands<'a>(
-                &'a mut self,
-                pipeline: &'a Pipeline,
-                offset: usize,
-                count: usize,
-            ) -> RedisFuture<'a, Vec<Value>> {
-                self.conn.req_packed_commands(pipeline, offset, count)
-            }
-
-            fn get_db(&self) -> i64 {
-                self.conn.get_db()
-            }
-        }
-    };
-}
-
 /// A pooled connection to a master, with the failover epoch under which that Redis is master
-/// (0 for one Redis): every function call made on it carries the epoch.
+/// (0 for one Redis): every function call made on it carries the epoch. A clone is a handle
+/// on the same connection, which calls share (see the module's doc).
+#[derive(Clone)]
 pub struct MasterConnection {
     conn: MultiplexedConnection,
     /// The master's failover epoch when the connection was made.
@@ -88,26 +66,12 @@ pub struct MasterConnection {
     broken: Arc<AtomicBool>,
 }
 
-/// A call's handle on a pooled connection that other calls share (see the module's doc).
-pub struct Shared {
-    conn: MultiplexedConnection,
-    /// As [`MasterConnection::epoch`].
-    pub epoch: u64,
-    broken: Arc<AtomicBool>,
-}
-
 impl MasterConnection {
     /// A handle on this connection for one call; the pooled object can go back at once.
-    pub fn share(&self) -> Shared {
-        Shared {
-            conn: self.conn.clone(),
-            epoch: self.epoch,
-            broken: self.broken.clone(),
-        }
+    pub fn share(&self) -> MasterConnection {
+        self.clone()
     }
-}
 
-impl Shared {
     /// Marks the connection broken when `result` shows it, so that the pool replaces it.
     pub fn check<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         if let Err(e) = &result {
@@ -119,8 +83,6 @@ impl Shared {
     }
 }
 
-delegate_connection!(Shared);
-
 impl std::fmt::Debug for MasterConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MasterConnection")
@@ -129,7 +91,24 @@ impl std::fmt::Debug for MasterConnection {
     }
 }
 
-delegate_connection!(MasterConnection);
+impl ConnectionLike for MasterConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
 
 impl Manager {
     /// A manager connecting as `connect` says.
