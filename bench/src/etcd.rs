@@ -137,16 +137,7 @@ async fn run(
                 "etcd comparison: electiond writes",
                 args.clients,
                 duration,
-                |k| {
-                    let c = Grpc::new(channels[k % channels.len()].clone());
-                    let id = format!("c{k}");
-                    Box::new(move |i| {
-                        let (mut c, id, name) = (c.clone(), id.clone(), own(k, i));
-                        Box::pin(async move {
-                            grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await
-                        })
-                    })
-                },
+                grpc_enter_withdraw_client(channels, own),
             ))
             .await,
     );

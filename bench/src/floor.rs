@@ -210,31 +210,23 @@ pub async fn floor(
         redis: None,
     };
     let (reads, reads_cpu) = meter
-        .measure(drive("floor: GetTerm", args.clients, duration, |k| {
-            let c = Grpc::new(channels[k % channels.len()].clone());
-            Box::new(move |i| {
-                let name = format!("r-{}", (k * 7919 + i as usize) % 1000);
-                let mut c = c.clone();
-                Box::pin(async move { grpc_get_term(&mut c, &name, "").await })
-            })
-        }))
+        .measure(drive(
+            "floor: GetTerm",
+            args.clients,
+            duration,
+            grpc_get_term_client(&channels, |k, i| {
+                format!("r-{}", (k * 7919 + i as usize) % 1000)
+            }),
+        ))
         .await;
     let (writes, writes_cpu) = meter
         .measure(drive(
             "floor: Enter/Withdraw",
             args.clients,
             duration,
-            |k| {
-                let c = Grpc::new(channels[k % channels.len()].clone());
-                let id = format!("c{k}");
-                Box::new(move |i| {
-                    let (mut c, id) = (c.clone(), id.clone());
-                    let name = format!("w-{}", (k * 7919 + (i as usize) / 2) % 1000);
-                    Box::pin(
-                        async move { grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await },
-                    )
-                })
-            },
+            grpc_enter_withdraw_client(&channels, |k, i| {
+                format!("w-{}", (k * 7919 + (i as usize) / 2) % 1000)
+            }),
         ))
         .await;
     drop(server);

@@ -87,6 +87,37 @@ pub(crate) async fn populate_direct(store: &Store, elections: usize) -> Result<(
 
 type OpFn = Box<dyn FnMut(u64) -> BoxFuture<'static, Result<(), String>> + Send>;
 
+/// For `drive`: client `k` alternates Enter and Withdraw through gRPC, as `c{k}`, on the
+/// election `name_of(k, call)`, over the channels round robin.
+pub(crate) fn grpc_enter_withdraw_client(
+    channels: &[Channel],
+    name_of: impl Fn(usize, u64) -> String + Copy + Send + 'static,
+) -> impl FnMut(usize) -> OpFn + '_ {
+    move |k| {
+        let c = Grpc::new(channels[k % channels.len()].clone());
+        let id = format!("c{k}");
+        Box::new(move |i| {
+            let (mut c, id, name) = (c.clone(), id.clone(), name_of(k, i));
+            Box::pin(async move { grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await })
+        })
+    }
+}
+
+/// For `drive`: client `k` reads the election `name_of(k, call)` through gRPC with no client
+/// id, over the channels round robin.
+pub(crate) fn grpc_get_term_client(
+    channels: &[Channel],
+    name_of: impl Fn(usize, u64) -> String + Copy + Send + 'static,
+) -> impl FnMut(usize) -> OpFn + '_ {
+    move |k| {
+        let c = Grpc::new(channels[k % channels.len()].clone());
+        Box::new(move |i| {
+            let (mut c, name) = (c.clone(), name_of(k, i));
+            Box::pin(async move { grpc_get_term(&mut c, &name, "").await })
+        })
+    }
+}
+
 /// Runs `clients` loops for `duration`, each calling its op back to back, and collects every
 /// call's latency.
 pub(crate) async fn drive(

@@ -37,7 +37,8 @@ use electiond::store::{Op, Store, StoreConfig};
 
 use fanout::fan_out;
 use load::{
-    connect, drive, grpc_enter_withdraw, grpc_get_term, populate, populate_direct, progress,
+    connect, drive, grpc_enter_withdraw, grpc_enter_withdraw_client, grpc_get_term,
+    grpc_get_term_client, populate, populate_direct, progress,
 };
 use report::{FanOut, Latency, Load, Replica, Report};
 
@@ -235,14 +236,9 @@ async fn run(args: Args) -> Result<Report, String> {
                 "reads: GetTerm via gRPC",
                 args.clients,
                 duration,
-                |k| {
-                    let c = Grpc::new(channels[k % channels.len()].clone());
-                    Box::new(move |i| {
-                        let name = format!("r-{}", (k * 7919 + i as usize) % e);
-                        let mut c = c.clone();
-                        Box::pin(async move { grpc_get_term(&mut c, &name, "").await })
-                    })
-                },
+                grpc_get_term_client(&channels, move |k, i| {
+                    format!("r-{}", (k * 7919 + i as usize) % e)
+                }),
             ))
             .await;
         let direct = baseline(
@@ -327,14 +323,12 @@ async fn enter_withdraw(
 ) -> Load {
     let label = format!("{scenario}: Enter/Withdraw via gRPC");
     let grpc = meter
-        .measure(drive(&label, args.clients, duration, |k| {
-            let c = Grpc::new(channels[k % channels.len()].clone());
-            let id = format!("c{k}");
-            Box::new(move |i| {
-                let (mut c, id, name) = (c.clone(), id.clone(), name_of(k, i));
-                Box::pin(async move { grpc_enter_withdraw(&mut c, &name, &id, i % 2 == 0).await })
-            })
-        }))
+        .measure(drive(
+            &label,
+            args.clients,
+            duration,
+            grpc_enter_withdraw_client(channels, name_of),
+        ))
         .await;
     let label = format!("{scenario}: same calls, straight on Redis");
     let direct = baseline(
