@@ -258,6 +258,9 @@ async fn sentinels_and_a_master_over_tls_are_reached_with_the_ca() {
     let mut s = sentinel_settings(&prefix("sentinel-tls"), &ports, "rediss", "");
     let cert = certs.join("cert.pem").display().to_string();
     s.redis_ca_cert = Some(cert.clone());
+    // each new connection is two TLS handshakes (a Sentinel, then the master), which an
+    // unoptimised build on a busy machine can take longer than the usual 500 ms for
+    s.redis_timeout_ms = 2000;
     let replica = Replica::start(s.clone()).await;
     let mut c = replica.client("sealed", "c1").await;
     let mut w = c.watch().await.expect("pub/sub on the master over TLS");
