@@ -9,20 +9,27 @@
 //!   call in flight each (no pipelining). Redis's CPU per call is the least a function call
 //!   can cost it.
 
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+
+use futures::Stream;
 use serde::Serialize;
 use tokio::process::Command;
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use electiond::proto::atomix::primitive::election::leader_election_service_server::{
+use electiond::grpc::encoded::Encoded;
+use electiond::proto::served::leader_election_service_server::{
     LeaderElectionService, LeaderElectionServiceServer,
 };
 
 use super::cpu::{Meter, PerCall};
-use super::report::Measured;
+use super::fanout::fan_out;
+use super::report::{FanOut, Measured};
 use super::*;
 
 /// The floor's figures, and the service's beside them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Floor {
     /// The floor server under the reads' calls (GetTerm).
     pub reads: Latency,
@@ -39,6 +46,11 @@ pub struct Floor {
     /// Redis CPU per GetTerm, and per write, ÷ its CPU per minimal function call.
     pub redis_ratio_reads: Option<f64>,
     pub redis_ratio_writes: Option<f64>,
+    /// The fan-out scenario again, on one floor server holding every stream (when the run
+    /// had the fan-out scenario).
+    pub fanout: Option<FanOut>,
+    /// Replicas' CPU per delivered event ÷ the floor server's.
+    pub fanout_ratio: Option<f64>,
 }
 
 impl Floor {
@@ -78,14 +90,36 @@ impl Floor {
             ratio(self.redis_ratio_reads),
             ratio(self.redis_ratio_writes)
         );
+        if let Some(f) = &self.fanout {
+            let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
+            let _ = writeln!(
+                out,
+                "  fan-out on the floor server ({} streams, {} changes): delivery p50 {} ms, p99 {} ms; every stream p50 {} ms ({} missing)",
+                f.streams,
+                f.changes,
+                ms(f.delivery.p50_us),
+                ms(f.delivery.p99_us),
+                ms(f.until_every_stream.p50_us),
+                f.delivery.failed,
+            );
+            if let Some(c) = &f.cpu {
+                let _ = writeln!(
+                    out,
+                    "  CPU per delivered event: floor server {:.1} µs, load generator {:.1} µs; replicas ÷ floor server {}",
+                    c.replicas_us,
+                    c.bench_us,
+                    ratio(self.fanout_ratio)
+                );
+            }
+        }
         out
     }
 }
 
-/// One fixed term, as a replica would answer for an election of one candidate.
-fn term() -> Option<epb::Term> {
+/// The term of an election of one candidate, as a replica would answer it, with term id `id`.
+fn term(id: u64) -> Option<epb::Term> {
     Some(epb::Term {
-        id: Some(pb::meta::Epoch { value: 1 }),
+        id: Some(pb::meta::Epoch { value: id }),
         timestamp: Some(prost_types::Timestamp {
             seconds: 1_796_000_000,
             nanos: 123_456_000,
@@ -101,7 +135,26 @@ fn header() -> Option<pb::ResponseHeader> {
     })
 }
 
-struct FloorServer;
+/// Answers every call with the one election's term. Only an Anoint changes it: the term id
+/// goes up by one and the new term goes to every Events stream, encoded once (as a replica
+/// does), through one broadcast channel.
+struct FloorServer {
+    id: AtomicU64,
+    changes: broadcast::Sender<Encoded>,
+}
+
+impl FloorServer {
+    fn new() -> Self {
+        Self {
+            id: AtomicU64::new(1),
+            changes: broadcast::channel(64).0,
+        }
+    }
+
+    fn term(&self) -> Option<epb::Term> {
+        term(self.id.load(Ordering::Relaxed))
+    }
+}
 
 type Answer<T> = Result<Response<T>, Status>;
 
@@ -110,55 +163,83 @@ impl LeaderElectionService for FloorServer {
     async fn enter(&self, _: Request<epb::EnterRequest>) -> Answer<epb::EnterResponse> {
         Ok(Response::new(epb::EnterResponse {
             header: header(),
-            output: Some(epb::EnterOutput { term: term() }),
+            output: Some(epb::EnterOutput { term: self.term() }),
         }))
     }
 
     async fn withdraw(&self, _: Request<epb::WithdrawRequest>) -> Answer<epb::WithdrawResponse> {
         Ok(Response::new(epb::WithdrawResponse {
             header: header(),
-            output: Some(epb::WithdrawOutput { term: term() }),
+            output: Some(epb::WithdrawOutput { term: self.term() }),
         }))
     }
 
     async fn anoint(&self, _: Request<epb::AnointRequest>) -> Answer<epb::AnointResponse> {
+        let term = term(self.id.fetch_add(1, Ordering::Relaxed) + 1);
+        // no stream open is no error: the change simply reaches nobody
+        let _ = self.changes.send(Encoded::new(&epb::EventsResponse {
+            header: header(),
+            output: Some(epb::EventsOutput {
+                r#type: epb::events_output::Type::Changed as i32,
+                term: term.clone(),
+            }),
+        }));
         Ok(Response::new(epb::AnointResponse {
             header: header(),
-            output: Some(epb::AnointOutput { term: term() }),
+            output: Some(epb::AnointOutput { term }),
         }))
     }
 
     async fn promote(&self, _: Request<epb::PromoteRequest>) -> Answer<epb::PromoteResponse> {
         Ok(Response::new(epb::PromoteResponse {
             header: header(),
-            output: Some(epb::PromoteOutput { term: term() }),
+            output: Some(epb::PromoteOutput { term: self.term() }),
         }))
     }
 
     async fn evict(&self, _: Request<epb::EvictRequest>) -> Answer<epb::EvictResponse> {
         Ok(Response::new(epb::EvictResponse {
             header: header(),
-            output: Some(epb::EvictOutput { term: term() }),
+            output: Some(epb::EvictOutput { term: self.term() }),
         }))
     }
 
-    async fn get_term(&self, _: Request<epb::GetTermRequest>) -> Answer<epb::GetTermResponse> {
-        Ok(Response::new(epb::GetTermResponse {
+    async fn get_term(&self, _: Request<epb::GetTermRequest>) -> Answer<Encoded> {
+        Ok(Response::new(Encoded::new(&epb::GetTermResponse {
             header: header(),
-            output: Some(epb::GetTermOutput { term: term() }),
-        }))
+            output: Some(epb::GetTermOutput { term: self.term() }),
+        })))
     }
 
-    type EventsStream = futures::stream::Empty<Result<epb::EventsResponse, Status>>;
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
+    /// A handshake, as a replica sends, then every change from the broadcast channel.
     async fn events(&self, _: Request<epb::EventsRequest>) -> Answer<Self::EventsStream> {
-        Err(Status::unimplemented("the floor server has no events"))
+        let handshake = Encoded::new(&epb::EventsResponse {
+            header: header(),
+            output: Some(epb::EventsOutput {
+                r#type: epb::events_output::Type::None as i32,
+                term: None,
+            }),
+        });
+        let changes = futures::stream::unfold(self.changes.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((Ok(event), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(handshake) }).chain(changes),
+        )))
     }
 
     async fn snapshot(&self, _: Request<epb::SnapshotRequest>) -> Answer<epb::SnapshotResponse> {
         Ok(Response::new(epb::SnapshotResponse {
             header: header(),
-            snapshot: Some(epb::Snapshot { term: term() }),
+            snapshot: Some(epb::Snapshot { term: self.term() }),
         }))
     }
 
@@ -178,7 +259,7 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
-            .add_service(LeaderElectionServiceServer::new(FloorServer))
+            .add_service(LeaderElectionServiceServer::new(FloorServer::new()))
             .serve_with_incoming(incoming)
             .await
             .map_err(|e| format!("floor server: {e}"))
@@ -186,11 +267,13 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
 }
 
 /// The floor, measured now with the same generator as the reads and writes; `loads` are this
-/// run's loads, for the ratios.
+/// run's loads, and `fanout` its fan-out scenario, for the ratios. With a fan-out, the floor
+/// server takes the same streams and changes.
 pub async fn floor(
     args: &Args,
     redis_url: &str,
     loads: &[Load],
+    fanout: Option<&FanOut>,
     duration: Duration,
 ) -> Result<Floor, String> {
     let port = procs::free_port().map_err(|e| e.to_string())?;
@@ -229,6 +312,10 @@ pub async fn floor(
             }),
         ))
         .await;
+    let floor_fanout = match fanout {
+        Some(_) => Some(fan_out(args, &[addr], &[pid], redis_url).await?),
+        None => None,
+    };
     drop(server);
 
     let (minimal_function, minimal_function_cpu) = minimal_function(redis_url, duration).await?;
@@ -243,7 +330,14 @@ pub async fn floor(
         let least = minimal_function_cpu.as_ref()?.redis_us?;
         (least > 0.0).then(|| service / least)
     };
+    let per_event = |f: Option<&FanOut>| f?.cpu.as_ref().map(|c| c.replicas_us);
+    let fanout_ratio = match (per_event(fanout), per_event(floor_fanout.as_ref())) {
+        (Some(replicas), Some(floor)) if floor > 0.0 => Some(replicas / floor),
+        _ => None,
+    };
     Ok(Floor {
+        fanout: floor_fanout,
+        fanout_ratio,
         replica_ratio_reads: replica_ratio("reads", &reads_cpu),
         replica_ratio_writes: replica_ratio("writes", &writes_cpu),
         redis_ratio_reads: redis_ratio("reads"),

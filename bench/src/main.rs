@@ -304,7 +304,9 @@ async fn run(args: Args) -> Result<Report, String> {
         report.listing = Some(listing::listing(&args, &channels, &redis_url).await?);
     }
     if want("floor") {
-        report.floor = Some(floor::floor(&args, &redis_url, &report.loads, duration).await?);
+        let fanout = report.fanout.as_ref();
+        report.floor =
+            Some(floor::floor(&args, &redis_url, &report.loads, fanout, duration).await?);
     }
     report.replicas = replica_figures(&redis_url, &pids).await;
     Ok(report)

@@ -151,4 +151,17 @@ fn the_benchmark_tool_runs_every_scenario_and_reports_json() {
     ] {
         assert!(floor[ratio].as_f64() > Some(0.0), "{ratio}: {floor}");
     }
+    // the floor server takes the fan-out too: every change reaches every stream (its CPU
+    // ratio is not asserted: 120 deliveries are below the clock's resolution)
+    let floor_fan = &floor["fanout"];
+    assert_eq!(
+        floor_fan["delivery"]["count"].as_u64(),
+        Some(40 * 3),
+        "{floor_fan}"
+    );
+    assert_eq!(
+        floor_fan["delivery"]["failed"].as_u64(),
+        Some(0),
+        "{floor_fan}"
+    );
 }
