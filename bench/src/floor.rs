@@ -91,26 +91,12 @@ impl Floor {
             ratio(self.redis_ratio_writes)
         );
         if let Some(f) = &self.fanout {
-            let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
+            out.push_str(&f.table("floor server"));
             let _ = writeln!(
                 out,
-                "  fan-out on the floor server ({} streams, {} changes): delivery p50 {} ms, p99 {} ms; every stream p50 {} ms ({} missing)",
-                f.streams,
-                f.changes,
-                ms(f.delivery.p50_us),
-                ms(f.delivery.p99_us),
-                ms(f.until_every_stream.p50_us),
-                f.delivery.failed,
+                "  replicas ÷ floor server, CPU per delivered event: {}",
+                ratio(self.fanout_ratio)
             );
-            if let Some(c) = &f.cpu {
-                let _ = writeln!(
-                    out,
-                    "  CPU per delivered event: floor server {:.1} µs, load generator {:.1} µs; replicas ÷ floor server {}",
-                    c.replicas_us,
-                    c.bench_us,
-                    ratio(self.fanout_ratio)
-                );
-            }
         }
         out
     }

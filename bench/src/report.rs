@@ -101,6 +101,55 @@ pub struct FanOut {
 }
 
 impl FanOut {
+    /// The scenario's lines of the report, for streams served by `server`s (the replicas, or
+    /// the floor server).
+    pub fn table(&self, server: &str) -> String {
+        use std::fmt::Write;
+        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nfan-out: {} streams over {} {server}(s), {} changes",
+            self.streams, self.replicas, self.changes
+        );
+        let _ = writeln!(
+            out,
+            "  delivery to each stream: p50 {} ms, p99 {} ms, max {} ms ({} deliveries, {} missing)",
+            ms(self.delivery.p50_us),
+            ms(self.delivery.p99_us),
+            ms(self.delivery.max_us),
+            self.delivery.count,
+            self.delivery.failed
+        );
+        let _ = writeln!(
+            out,
+            "  until every stream has it: p50 {} ms, p99 {} ms, max {} ms",
+            ms(self.until_every_stream.p50_us),
+            ms(self.until_every_stream.p99_us),
+            ms(self.until_every_stream.max_us)
+        );
+        let _ = writeln!(
+            out,
+            "  {server} RSS before streams: {:?} KiB; with streams open: {:?} KiB; {:.2} KiB per stream",
+            self.rss_before_kib,
+            self.rss_after_kib,
+            self.kib_per_stream()
+        );
+        let _ = writeln!(
+            out,
+            "  redis connections per {server} with streams open: {:?}",
+            self.redis_connections
+        );
+        if let Some(c) = &self.cpu {
+            let _ = writeln!(
+                out,
+                "  CPU per delivered event: {server}(s) {:.1} µs, load generator {:.1} µs",
+                c.replicas_us, c.bench_us
+            );
+        }
+        out
+    }
+
     /// Resident memory added per open stream, averaged over the replicas.
     pub fn kib_per_stream(&self) -> f64 {
         let added: i64 = self
@@ -247,46 +296,7 @@ impl Report {
             let _ = write!(out, "\n{}", e.table());
         }
         if let Some(f) = &self.fanout {
-            let _ = writeln!(
-                out,
-                "\nfan-out: {} streams over {} replicas, {} changes",
-                f.streams, f.replicas, f.changes
-            );
-            let _ = writeln!(
-                out,
-                "  delivery to each stream: p50 {} ms, p99 {} ms, max {} ms ({} deliveries, {} missing)",
-                ms(f.delivery.p50_us),
-                ms(f.delivery.p99_us),
-                ms(f.delivery.max_us),
-                f.delivery.count,
-                f.delivery.failed
-            );
-            let _ = writeln!(
-                out,
-                "  until every stream has it: p50 {} ms, p99 {} ms, max {} ms",
-                ms(f.until_every_stream.p50_us),
-                ms(f.until_every_stream.p99_us),
-                ms(f.until_every_stream.max_us)
-            );
-            let _ = writeln!(
-                out,
-                "  replica RSS before streams: {:?} KiB; with streams open: {:?} KiB; {:.2} KiB per stream",
-                f.rss_before_kib,
-                f.rss_after_kib,
-                f.kib_per_stream()
-            );
-            let _ = writeln!(
-                out,
-                "  redis connections per replica with streams open: {:?}",
-                f.redis_connections
-            );
-            if let Some(c) = &f.cpu {
-                let _ = writeln!(
-                    out,
-                    "  CPU per delivered event: replicas {:.1} µs, load generator {:.1} µs",
-                    c.replicas_us, c.bench_us
-                );
-            }
+            out.push_str(&f.table("replica"));
         }
         if let Some(s) = &self.sessions {
             out.push_str(&s.table());
