@@ -4,17 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use electiond::election::{ElectionName, Limits, MemberId};
 use electiond::store::Op;
 
 use crate::harness::*;
-
-const LIMITS: Limits = Limits {
-    max_name_bytes: 100,
-    max_id_bytes: 100,
-    max_candidates: 1000,
-    max_term_bytes: 1 << 20,
-};
 
 /// Redis's clock, in ms.
 async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
@@ -30,9 +22,9 @@ async fn a_read_without_a_client_id_ends_a_lease_exactly_when_it_runs_out() {
     let redis = RedisServer::start().await;
     let store = bare_store(&redis, &prefix("plain-read"), TTL, 4);
     let mut conn = redis.connection().await;
-    let name = ElectionName::parse("plain", &LIMITS).expect("name");
-    let first = MemberId::parse("first", "client id", &LIMITS).expect("id");
-    let second = MemberId::parse("second", "client id", &LIMITS).expect("id");
+    let name = election("plain");
+    let first = member("first");
+    let second = member("second");
     store
         .apply(&name, Some(&first), Op::Enter)
         .await
@@ -114,9 +106,9 @@ async fn a_read_without_a_client_id_ends_a_session_that_ran_out_first() {
     let redis = RedisServer::start().await;
     let store = bare_store(&redis, &prefix("plain-read-session"), TTL, 4);
     let mut conn = redis.connection().await;
-    let worker = MemberId::parse("worker", "client id", &LIMITS).expect("id");
-    let other = MemberId::parse("other", "client id", &LIMITS).expect("id");
-    let name = ElectionName::parse("held", &LIMITS).expect("name");
+    let worker = member("worker");
+    let other = member("other");
+    let name = election("held");
     store
         .apply(&name, Some(&worker), Op::Enter)
         .await
@@ -181,8 +173,8 @@ async fn a_broken_shared_connection_fails_only_the_calls_on_it_and_is_replaced()
             last_failure.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let name = ElectionName::parse(&format!("shared-{k}"), &LIMITS).expect("name");
-            let me = MemberId::parse(&format!("c{k}"), "client id", &LIMITS).expect("id");
+            let name = election(&format!("shared-{k}"));
+            let me = member(&format!("c{k}"));
             let (mut ok, mut i) = (Vec::new(), 0u64);
             while !stop.load(Ordering::Relaxed) {
                 let op = match i % 3 {

@@ -954,6 +954,25 @@ pub fn bare_store(
     .expect("store")
 }
 
+/// What a call to a [`bare_store`] takes as a name and a client id, checked against the
+/// limits the store is given.
+const BARE_LIMITS: electiond::election::Limits = electiond::election::Limits {
+    max_name_bytes: 100,
+    max_id_bytes: 100,
+    max_candidates: 1000,
+    max_term_bytes: 1 << 20,
+};
+
+/// An election name for a [`bare_store`].
+pub fn election(name: &str) -> electiond::election::ElectionName {
+    electiond::election::ElectionName::parse(name, &BARE_LIMITS).expect("election name")
+}
+
+/// A client id for a [`bare_store`].
+pub fn member(id: &str) -> electiond::election::MemberId {
+    electiond::election::MemberId::parse(id, "client id", &BARE_LIMITS).expect("client id")
+}
+
 /// A unique key prefix per test, so tests sharing nothing still never collide.
 pub fn prefix(test: &str) -> String {
     format!("t-{test}")

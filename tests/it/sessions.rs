@@ -774,21 +774,13 @@ async fn a_client_crate_worker_in_many_elections_keeps_them_with_one_loop_and_st
 
 #[tokio::test]
 async fn with_no_sweeper_every_call_ends_what_ran_out_first() {
-    use electiond::election::{ElectionName, Limits, MemberId};
+    use electiond::election::ElectionName;
     use electiond::store::Op;
     const TTL: u64 = 400;
-    let limits = Limits {
-        max_name_bytes: 100,
-        max_id_bytes: 100,
-        max_candidates: 1000,
-        max_term_bytes: 1 << 20,
-    };
     let redis = RedisServer::start().await;
     let store = bare_store(&redis, &prefix("sessions-bare"), TTL, 4);
-    let worker = MemberId::parse("worker", "client id", &limits).expect("id");
-    let names: Vec<ElectionName> = (0..40)
-        .map(|i| ElectionName::parse(&format!("bare-{i}"), &limits).expect("name"))
-        .collect();
+    let worker = member("worker");
+    let names: Vec<ElectionName> = (0..40).map(|i| election(&format!("bare-{i}"))).collect();
     let candidates = async |names: &[ElectionName]| {
         let mut n = 0;
         for e in names {
